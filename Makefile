@@ -1,0 +1,28 @@
+# make demo: install (once) and reconstruct a blurred image.   make test: install (once) and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dipcert-installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dipcert solve --image builtin:camera --operator blur --blur-sigma 1 --noise-std 0 \
+		--width 10000 --train WV --iters 400 --seed 0 --out out/demo
+	@echo "pictures: out/demo/summary.png, out/demo/reconstruction.png, out/demo/observation.png"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_gd.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

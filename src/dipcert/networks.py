@@ -1,0 +1,310 @@
+"""Generators g(u, θ) for a batch of independent runs.
+
+Every network holds ``batch`` independent runs (a leading batch dimension on every tensor), each
+initialized from its own seed, so that a run's θ_0 does not depend on how runs are batched.
+Parameters live in a ``dict[str, Tensor]``; :meth:`Network.forward` returns ``x = g(u, θ)`` of shape
+``(batch, n)`` and a pullback that maps a cotangent ``w`` to ``J_g(θ)ᵀ w`` (one gradient per
+parameter).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .activations import Activation, get_activation
+
+Params = dict[str, Tensor]
+Pullback = Callable[[Tensor], "dict[str, Tensor | RankOne]"]
+
+TRAINABLE = ("W", "WV")
+V_LAWS = ("rademacher", "uniform", "gaussian")
+
+
+@dataclass(frozen=True)
+class RankOne:
+    """A batch of rank-one matrices ``left[b] ⊗ right[b]``, kept factored.
+
+    The V-gradient of the two-layer net is rank one; applying it with one in-place ``baddbmm`` reads
+    and writes V once instead of materializing an n×k matrix each step.
+    """
+
+    left: Tensor  # (batch, n)
+    right: Tensor  # (batch, k)
+
+    def dense(self) -> Tensor:
+        return self.left.unsqueeze(-1) * self.right.unsqueeze(-2)
+
+    def sqnorm(self) -> Tensor:
+        """Squared Frobenius norm per run."""
+        return self.left.pow(2).sum(-1) * self.right.pow(2).sum(-1)
+
+
+def add_scaled_(param: Tensor, grad: Tensor | RankOne, scale: Tensor) -> None:
+    """In place ``param += scale[b] * grad[b]`` for every run b (``scale`` has shape (batch,))."""
+    if isinstance(grad, RankOne):
+        left = grad.left * scale.unsqueeze(-1)
+        param.baddbmm_(left.unsqueeze(-1), grad.right.unsqueeze(-2))
+    else:
+        param.add_(grad * scale.view(-1, *([1] * (grad.dim() - 1))))
+
+
+def _check_positive_int(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    if len(seeds) == 0:
+        raise ValueError("at least one seed is needed (one per run)")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+
+def random_sphere(d: int, generator: torch.Generator) -> Tensor:
+    """u uniform on the unit sphere S^{d−1} (assumption A-6), in float64 on the CPU."""
+    u = torch.randn(d, generator=generator, dtype=torch.float64)
+    return u / u.norm()
+
+
+def _draw_v(law: str, n: int, k: int, generator: torch.Generator) -> Tensor:
+    """V_0 with iid centered entries of unit variance (A-8 holds for bounded laws, D = 1 or √3)."""
+    if law == "rademacher":
+        return torch.randint(0, 2, (n, k), generator=generator).to(torch.float64) * 2 - 1
+    if law == "uniform":
+        return (torch.rand(n, k, generator=generator, dtype=torch.float64) * 2 - 1) * math.sqrt(3.0)
+    if law == "gaussian":
+        return torch.randn(n, k, generator=generator, dtype=torch.float64)
+    raise ValueError(f"unknown V0 law {law!r}; allowed: {', '.join(V_LAWS)}")
+
+
+class Network(ABC):
+    """g(u, ·) for ``batch`` independent runs."""
+
+    n: int
+    batch: int
+
+    @abstractmethod
+    def initial_params(self) -> Params:
+        """A fresh copy of the trainable parameters θ_0."""
+
+    @abstractmethod
+    def function(self, params: Params) -> Tensor:
+        """x = g(u, θ) of shape (batch, n), differentiable by autograd."""
+
+    def forward(self, params: Params) -> tuple[Tensor, Pullback]:
+        """x = g(u, θ) and the pullback w ↦ J_g(θ)ᵀ w (autograd unless a subclass knows better)."""
+        x, vjp = torch.func.vjp(self.function, params)
+        return x, lambda w: vjp(w)[0]
+
+    def ntk_matvec(self, params: Params, w: Tensor) -> Tensor:
+        """J_g(θ) J_g(θ)ᵀ w for w of shape (batch, n) (the NTK Gram matrix applied to w)."""
+        _, vjp = torch.func.vjp(self.function, params)
+        return torch.func.jvp(self.function, (params,), vjp(w))[1]
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """JSON-able configuration."""
+
+    def param_sqdist(self, params: Params, initial: Params) -> Tensor:
+        """‖θ − θ_0‖² per run (Frobenius over all trainable tensors), in float64."""
+        return sum(_sqdist(p, initial[name]) for name, p in params.items())
+
+
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _sqdist(a: Tensor, b: Tensor) -> Tensor:
+    """‖a[i] − b[i]‖² per run, in chunks so that no temporary as large as ``a`` is allocated."""
+    a, b = a.flatten(1), b.flatten(1)
+    step = max(1, _CHUNK_ELEMENTS // a.shape[0])
+    total = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
+    for start in range(0, a.shape[1], step):
+        diff = a[:, start : start + step] - b[:, start : start + step]
+        total += diff.double().pow(2).sum(-1)
+    return total
+
+
+class TwoLayerDIP(Network):
+    """The two-layer DIP network of eq. (9): g(u, θ) = V φ(W u)/√k.
+
+    Initialization follows A-6..A-8: u uniform on S^{d−1}, W_0 iid N(0, 1), V_0 with iid centered
+    unit-variance entries (Rademacher by default, D = 1). ``train`` picks the trained layers: "W"
+    (the hidden layer only, V = V_0 fixed, as in the paper's experiments) or "WV".
+
+    With ``parametrization="reduced"`` (default) W is represented by z = W u ∈ R^k: every
+    W-gradient is r uᵀ, so gradient methods keep W(I − u uᵀ) = W_0(I − u uᵀ) and the dynamics of z
+    are exactly those of W (theory.md §6); W is recovered by ``W_0 + (z − z_0) uᵀ``. The "full"
+    parametrization trains W ∈ R^{k×d} through autograd and exists to check the reduction.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        k: int,
+        *,
+        d: int = 32,
+        activation: str | Activation = "sigmoid",
+        train: str = "W",
+        v_law: str = "rademacher",
+        seeds: Sequence[int] = (0,),
+        parametrization: str = "reduced",
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.n = _check_positive_int("n (signal size)", n)
+        self.k = _check_positive_int("k (width)", k)
+        self.d = _check_positive_int("d (input size)", d)
+        self.activation = get_activation(activation) if isinstance(activation, str) else activation
+        if train not in TRAINABLE:
+            raise ValueError(f"train must be one of {', '.join(TRAINABLE)}, got {train!r}")
+        if parametrization not in ("reduced", "full"):
+            raise ValueError(f"parametrization must be 'reduced' or 'full', got {parametrization!r}")
+        if v_law not in V_LAWS:
+            raise ValueError(f"unknown V0 law {v_law!r}; allowed: {', '.join(V_LAWS)}")
+        self.train, self.v_law, self.parametrization = train, v_law, parametrization
+        self.seeds = [int(s) for s in seeds]
+        self.batch = len(self.seeds)
+        self.dtype, self.device = dtype, torch.empty(0, device=device).device
+
+        u, w0, v0 = [], [], []
+        for gen in _generators(self.seeds):
+            u.append(random_sphere(d, gen))
+            w0.append(torch.randn(k, d, generator=gen, dtype=torch.float64))
+            v0.append(_draw_v(v_law, n, k, gen))
+        to = dict(dtype=dtype, device=self.device)
+        self.u = torch.stack(u).to(**to)  # (b, d)
+        self.W0 = torch.stack(w0).to(**to)  # (b, k, d)
+        self.V0 = torch.stack(v0).to(**to)  # (b, n, k)
+        self.z0 = torch.einsum("bkd,bd->bk", self.W0, self.u)  # z_0 = W_0 u
+        self._scale = 1.0 / math.sqrt(k)
+
+    @property
+    def trains_v(self) -> bool:
+        return self.train == "WV"
+
+    def initial_params(self) -> Params:
+        params = {"z": self.z0.clone()} if self.parametrization == "reduced" else {"W": self.W0.clone()}
+        if self.trains_v:
+            params["V"] = self.V0.clone()
+        return params
+
+    def hidden(self, params: Params) -> Tensor:
+        """z = W u, shape (batch, k)."""
+        if "z" in params:
+            return params["z"]
+        return torch.einsum("bkd,bd->bk", params["W"], self.u)
+
+    def weights(self, params: Params) -> tuple[Tensor, Tensor]:
+        """(W, V) in the original parametrization of eq. (9)."""
+        V = params.get("V", self.V0)
+        if "W" in params:
+            return params["W"], V
+        W = self.W0 + (params["z"] - self.z0).unsqueeze(-1) * self.u.unsqueeze(-2) / self.u.pow(2).sum(-1)[:, None, None]
+        return W, V
+
+    def function(self, params: Params) -> Tensor:
+        h = self.activation(self.hidden(params))
+        return torch.bmm(params.get("V", self.V0), h.unsqueeze(-1)).squeeze(-1) * self._scale
+
+    def forward(self, params: Params) -> tuple[Tensor, Pullback]:
+        if self.parametrization == "full":
+            return super().forward(params)
+        z = params["z"]
+        V = params.get("V", self.V0)
+        h = self.activation(z)
+        x = torch.bmm(V, h.unsqueeze(-1)).squeeze(-1) * self._scale
+
+        def pullback(w: Tensor) -> dict[str, Tensor | RankOne]:
+            vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1) * self._scale  # Vᵀw/√k, (b, k)
+            grads: dict[str, Tensor | RankOne] = {"z": vt_w * self.activation.derivative(z)}
+            if self.trains_v:
+                grads["V"] = RankOne(w * self._scale, h)
+            return grads
+
+        return x, pullback
+
+    def ntk_matvec(self, params: Params, w: Tensor) -> Tensor:
+        """Closed form (theory.md §2.3): J Jᵀ = V D² Vᵀ/k, plus (‖φ(z)‖²/k) I when V trains."""
+        z = self.hidden(params)
+        V = params.get("V", self.V0)
+        dphi2 = self.activation.derivative(z) ** 2
+        vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1)
+        out = torch.bmm(V, (dphi2 * vt_w).unsqueeze(-1)).squeeze(-1) / self.k
+        if self.trains_v:
+            out = out + self.activation(z).pow(2).sum(-1, keepdim=True) / self.k * w
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "type": "two-layer",
+            "n": self.n,
+            "k": self.k,
+            "d": self.d,
+            "activation": self.activation.name,
+            "train": self.train,
+            "v_law": self.v_law,
+            "parametrization": self.parametrization,
+            "seeds": self.seeds,
+        }
+
+
+class MLP(Network):
+    """The L-layer network of Definition II.1: g⁽⁰⁾ = u, g⁽ˡ⁾ = φ(W⁽ˡ⁾g⁽ˡ⁻¹⁾), g = W⁽ᴸ⁾g⁽ᴸ⁻¹⁾.
+
+    No biases, linear last layer, all layers trained. ``widths`` = (N_1, …, N_{L−1}); N_0 = d and
+    N_L = n. The paper does not fix an initialization for deep nets: we draw W⁽ˡ⁾ iid
+    N(0, 1/N_{l−1}) (variance-preserving; our choice), u uniform on the sphere.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        widths: Sequence[int],
+        *,
+        d: int = 32,
+        activation: str | Activation = "sigmoid",
+        seeds: Sequence[int] = (0,),
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.n = _check_positive_int("n (signal size)", n)
+        self.d = _check_positive_int("d (input size)", d)
+        self.widths = [_check_positive_int("layer width", w) for w in widths]
+        self.activation = get_activation(activation) if isinstance(activation, str) else activation
+        self.seeds = [int(s) for s in seeds]
+        self.batch = len(self.seeds)
+        self.dtype, self.device = dtype, torch.empty(0, device=device).device
+        sizes = [d, *self.widths, n]
+        u, layers = [], [[] for _ in range(len(sizes) - 1)]
+        for gen in _generators(self.seeds):
+            u.append(random_sphere(d, gen))
+            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers[i].append(torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / math.sqrt(fan_in))
+        to = dict(dtype=dtype, device=self.device)
+        self.u = torch.stack(u).to(**to)
+        self._initial = {f"W{i + 1}": torch.stack(ws).to(**to) for i, ws in enumerate(layers)}
+
+    def initial_params(self) -> Params:
+        return {name: w.clone() for name, w in self._initial.items()}
+
+    def function(self, params: Params) -> Tensor:
+        h = self.u
+        names = list(params)
+        for name in names[:-1]:
+            h = self.activation(torch.einsum("bij,bj->bi", params[name], h))
+        return torch.einsum("bij,bj->bi", params[names[-1]], h)
+
+    def describe(self) -> dict:
+        return {
+            "type": "mlp",
+            "n": self.n,
+            "d": self.d,
+            "widths": self.widths,
+            "activation": self.activation.name,
+            "seeds": self.seeds,
+        }

@@ -1,0 +1,187 @@
+"""The training loop shared by every method: records history, stops each run on its own.
+
+Each run of the batch stops independently with status
+- ``converged``: the loss reached ``loss_tol``;
+- ``diverged``: the loss became NaN/inf or exceeded ``divergence_factor`` × its initial value;
+- ``max_iterations``: the iteration limit was reached.
+A stopped run's parameters are frozen; its history is kept up to the point it stopped.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..losses import Loss, MSELoss
+from ..networks import Network, Params, RankOne
+from ..problems import Problem
+
+STATUSES = ("converged", "diverged", "max_iterations")
+
+
+class Method(Protocol):
+    name: str
+
+    def update(self, params: Params, grads: dict[str, Tensor | RankOne], active: Tensor) -> None: ...
+
+    def describe(self) -> dict: ...
+
+
+@dataclass
+class History:
+    """Recorded iterations: ``iteration`` and ``seconds`` have shape (T,), the others (T, batch).
+
+    ``error`` is ‖x_τ − x̄‖ (None when x̄ is unknown); ``param_dist`` is ‖θ_τ − θ_0‖;
+    ``stopped_at`` (batch,) is the iteration at which each run stopped (later rows repeat its state).
+    """
+
+    iteration: np.ndarray
+    seconds: np.ndarray
+    loss: np.ndarray
+    error: np.ndarray | None
+    param_dist: np.ndarray
+    stopped_at: np.ndarray
+
+    def columns(self, run: int = 0) -> dict[str, np.ndarray]:
+        """One run's history, up to the iteration where it stopped, as named columns (for CSV)."""
+        keep = self.iteration <= self.stopped_at[run]
+        cols = {"iteration": self.iteration[keep], "seconds": self.seconds[keep], "loss": self.loss[keep, run]}
+        if self.error is not None:
+            cols["error"] = self.error[keep, run]
+        cols["param_dist"] = self.param_dist[keep, run]
+        return cols
+
+
+@dataclass
+class TrainResult:
+    x: Tensor  # (batch, n) final reconstructions
+    params: Params
+    history: History
+    status: list[str]
+    iterations: np.ndarray  # (batch,) updates made by each run
+    final_loss: np.ndarray  # (batch,)
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+
+class _Recorder:
+    def __init__(self, track_error: bool) -> None:
+        self.rows: dict[str, list] = {"iteration": [], "seconds": [], "loss": [], "param_dist": []}
+        if track_error:
+            self.rows["error"] = []
+
+    def add(self, **values) -> None:
+        for key, value in values.items():
+            if key in self.rows:
+                self.rows[key].append(value.detach().cpu().numpy() if isinstance(value, Tensor) else value)
+
+    def history(self, stopped_at: np.ndarray) -> History:
+        arr = {k: np.asarray(v, dtype=np.int64 if k == "iteration" else np.float64) for k, v in self.rows.items()}
+        return History(arr["iteration"], arr["seconds"], arr["loss"], arr.get("error"), arr["param_dist"], stopped_at)
+
+
+def _check_settings(max_iters: int, loss_tol: float, record_every: int, divergence_factor: float) -> None:
+    if not isinstance(max_iters, int) or max_iters <= 0:
+        raise ValueError(f"iteration limit must be a positive integer, got {max_iters!r}")
+    if not isinstance(record_every, int) or record_every <= 0:
+        raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
+    if not (math.isfinite(loss_tol) and loss_tol >= 0):
+        raise ValueError(f"loss tolerance must be a finite number >= 0, got {loss_tol!r}")
+    if not divergence_factor > 1:
+        raise ValueError(f"divergence_factor must be > 1, got {divergence_factor!r}")
+
+
+def train(
+    problem: Problem,
+    network: Network,
+    method: Method,
+    *,
+    loss: Loss | None = None,
+    max_iters: int = 1000,
+    loss_tol: float = 0.0,
+    record_every: int = 1,
+    divergence_factor: float = 1e6,
+    callback: Callable[[int, Tensor], None] | None = None,
+) -> TrainResult:
+    """Fit ``network`` to ``problem.y`` with ``method``; every run of the batch stops on its own.
+
+    The loss, ‖x_τ − x̄‖ and ‖θ_τ − θ_0‖ are recorded every ``record_every`` iterations and when a
+    run stops. ``callback(τ, loss)`` is called after each evaluation (e.g. for a progress bar).
+    """
+    _check_settings(max_iters, loss_tol, record_every, divergence_factor)
+    loss = loss or MSELoss()
+    if problem.batch != network.batch or problem.n != network.n:
+        raise ValueError(
+            f"network (batch {network.batch}, n {network.n}) does not match problem "
+            f"(batch {problem.batch}, n {problem.n})"
+        )
+    if problem.y.dtype != network.dtype or problem.y.device != network.device:
+        raise ValueError(
+            f"problem is {problem.y.dtype} on {problem.y.device} but network is {network.dtype} on {network.device}"
+        )
+    op, y = problem.operator, problem.y
+    params = network.initial_params()
+    initial = {name: p.clone() for name, p in params.items()}
+    active = torch.ones(network.batch, dtype=torch.bool, device=y.device)
+    status = ["running"] * network.batch
+    iterations = np.zeros(network.batch, dtype=np.int64)
+    recorder = _Recorder(problem.x_true is not None)
+    start = time.perf_counter()
+    loss0: Tensor | None = None
+
+    for tau in range(max_iters + 1):
+        x, pullback = network.forward(params)
+        v = op.forward_flat(x)
+        value = loss.value(v, y)
+        if loss0 is None:
+            loss0 = value.clamp_min(torch.finfo(value.dtype).tiny)
+        diverged = active & (~torch.isfinite(value) | (value > divergence_factor * loss0))
+        converged = active & ~diverged & (value <= loss_tol)
+        stopping = diverged | converged
+        last = tau == max_iters
+        if tau % record_every == 0 or last or bool(stopping.any()):
+            recorder.add(
+                iteration=tau,
+                seconds=time.perf_counter() - start,
+                loss=value,
+                error=None if problem.x_true is None else (x - problem.x_true).norm(dim=-1),
+                param_dist=network.param_sqdist(params, initial).sqrt(),
+            )
+        if callback is not None:
+            callback(tau, value)
+        for b in torch.nonzero(stopping).flatten().tolist():
+            status[b] = "diverged" if diverged[b] else "converged"
+            iterations[b] = tau
+        active &= ~stopping
+        if last or not bool(active.any()):
+            break
+        cotangent = op.adjoint_flat(loss.grad(v, y))
+        method.update(params, pullback(cotangent), active)
+
+    for b in torch.nonzero(active).flatten().tolist():
+        status[b], iterations[b] = "max_iterations", max_iters
+    seconds = time.perf_counter() - start
+    history = recorder.history(iterations.copy())
+    final_loss = history.loss[-1].copy()
+    return TrainResult(
+        x=x.detach(),
+        params=params,
+        history=history,
+        status=status,
+        iterations=iterations,
+        final_loss=final_loss,
+        seconds=seconds,
+        config={
+            "method": method.describe(),
+            "loss": loss.describe(),
+            "max_iters": max_iters,
+            "loss_tol": loss_tol,
+            "record_every": record_every,
+            "divergence_factor": divergence_factor,
+        },
+    )

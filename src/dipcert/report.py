@@ -1,0 +1,96 @@
+"""Writing results: atomic JSON/CSV files and the summary figure (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .fileio import atomic_output, atomic_write_text
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+
+
+def _finite_or_str(value):
+    """JSON has no inf/NaN: write them as the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_or_str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_str(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, data: Mapping) -> None:
+    atomic_write_text(path, json.dumps(_finite_or_str(dict(data)), indent=2, default=_json_default) + "\n")
+
+
+def write_csv(path: str | Path, columns: Mapping[str, np.ndarray]) -> None:
+    """Columns of equal length as a CSV table with a header row."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(list(columns))
+    for row in zip(*(np.asarray(c).tolist() for c in columns.values())):
+        writer.writerow([repr(v) if isinstance(v, float) else v for v in row])
+    atomic_write_text(path, buf.getvalue())
+
+
+def summary_figure(
+    path: str | Path,
+    curves: Mapping[str, np.ndarray],
+    images: Mapping[str, np.ndarray] | None = None,
+    title: str = "",
+) -> None:
+    """Images in a top row (truth, observation, reconstruction…), loss and error curves below.
+
+    ``curves`` holds ``iteration`` and any of ``loss``, ``error``; keys ending in ``_bound`` are drawn
+    dashed on the panel of the curve they bound.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = dict(images or {})
+    panels = [name for name in ("loss", "error") if name in curves]
+    ncols = max(len(images), len(panels), 1)
+    nrows = 2 if images else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, (label, img) in zip(axes[0], images.items()):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    for ax in axes[0][len(images):] if images else []:
+        ax.axis("off")
+    row = axes[-1]
+    it = np.asarray(curves["iteration"])
+    labels = {"loss": "loss $L_y(y_\\tau)$", "error": "error $\\|x_\\tau - \\bar x\\|$"}
+    for ax, name in zip(row, panels):
+        ax.plot(it + 1, curves[name], label="measured")
+        if f"{name}_bound" in curves:
+            ax.plot(it + 1, curves[f"{name}_bound"], "--", label="bound")
+            ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration $\\tau + 1$")
+        ax.set_title(labels[name], fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in row[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)

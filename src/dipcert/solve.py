@@ -1,0 +1,257 @@
+"""The ``solve`` pipeline: build a problem and a network from a :class:`SolveConfig`, train, report.
+
+This is what ``dipcert solve`` runs; it is usable from Python as well::
+
+    from dipcert.solve import SolveConfig, solve, write_outputs
+    outcome = solve(SolveConfig(image="builtin:camera", operator="blur", iters=200))
+    write_outputs(outcome, "out/camera")
+"""
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .images import load_image, psnr, save_png, ssim
+from .networks import TwoLayerDIP
+from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Matrix, Spectral
+from .optim import GradientDescent, TrainResult, train
+from .problems import Problem, gaussian_problem, image_problem
+from .report import summary_figure, write_csv, write_json
+from .seeding import derive_seed
+from .steps import auto_step
+
+OPERATORS = ("blur", "well-conditioned", "gaussian", "inpainting")
+SIGNALS = ("image", "gaussian")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class SolveConfig:
+    """Everything that defines a run; ``None`` means "the default for this signal" (see below).
+
+    Defaults for image problems: float32, both layers trained ("WV"), 500 iterations.
+    Defaults for the synthetic Gaussian problems (Fig. 1-2): float64, the hidden layer only ("W"),
+    1e5 iterations stopped at loss 1e-14, as in the paper. ``step=None`` is the heuristic
+    γ = 1/‖A J_g(θ_0)‖² of :mod:`dipcert.steps`.
+    """
+
+    signal: str = "image"
+    image: str = "builtin:camera"
+    size: tuple[int, int] = (64, 64)
+    n: int = 5
+    m: int | None = None
+    operator: str = "blur"
+    blur_sigma: float = 1.0
+    boundary: str = "circular"
+    keep_fraction: float = 0.5
+    noise_std: float = 0.0
+    width: int = 10_000
+    d: int = 32
+    train: str | None = None
+    activation: str = "sigmoid"
+    v_law: str = "rademacher"
+    step: float | None = None
+    iters: int | None = None
+    loss_tol: float | None = None
+    record_every: int | None = None
+    seed: int = 0
+    runs: int = 1
+    device: str = "cpu"
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.signal not in SIGNALS:
+            raise ValueError(f"unknown signal {self.signal!r}; allowed: {', '.join(SIGNALS)}")
+        if self.operator not in OPERATORS:
+            raise ValueError(f"unknown operator {self.operator!r}; allowed: {', '.join(OPERATORS)}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
+        if self.signal == "gaussian" and self.operator != "gaussian":
+            self.operator = "gaussian"
+        synthetic = self.signal == "gaussian"
+        self.dtype = self.dtype or ("float64" if synthetic else "float32")
+        self.train = self.train or ("W" if synthetic else "WV")
+        self.iters = self.iters if self.iters is not None else (100_000 if synthetic else 500)
+        self.loss_tol = self.loss_tol if self.loss_tol is not None else (1e-14 if synthetic else 0.0)
+        self.record_every = self.record_every or max(1, self.iters // 2000)
+        for name in ("width", "d", "runs", "iters", "n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.m is not None and (not isinstance(self.m, int) or self.m <= 0):
+            raise ValueError(f"m must be a positive integer, got {self.m!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if not self.blur_sigma > 0:
+            raise ValueError(f"blur sigma must be > 0, got {self.blur_sigma}")
+        if not 0 < self.keep_fraction <= 1:
+            raise ValueError(f"keep fraction must be in (0, 1], got {self.keep_fraction}")
+        if self.step is not None and not (np.isfinite(self.step) and self.step > 0):
+            raise ValueError(f"step must be a finite number > 0, got {self.step}")
+        try:
+            torch.empty(0, device=self.device)
+        except (RuntimeError, ValueError, AssertionError) as exc:  # torch asserts when built without CUDA
+            raise ValueError(f"device {self.device!r} is not available here ({exc}); use cpu or cuda[:N]") from None
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.runs))
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+@dataclass
+class SolveOutcome:
+    config: SolveConfig
+    problem: Problem
+    network: TwoLayerDIP
+    result: TrainResult
+    step: float
+    step_rule: str
+    truth_image: np.ndarray | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+def build_image_operator(config: SolveConfig, shape: tuple[int, int]) -> LinearOperator:
+    dtype, device = config.torch_dtype, config.device
+    seed = derive_seed(config.seed, "operator")
+    n = shape[0] * shape[1]
+    if config.operator == "blur":
+        return GaussianBlur(shape, config.blur_sigma, boundary=config.boundary, dtype=dtype, device=device)
+    if config.operator == "well-conditioned":
+        return Spectral.well_conditioned(n, seed=seed, dtype=dtype, device=device, in_shape=shape)
+    if config.operator == "inpainting":
+        return Inpainting.random(shape, config.keep_fraction, seed=seed).to(device=device, dtype=dtype)
+    return GaussianMatrix(config.m or n, n, seed=seed, dtype=dtype, device=device)
+
+
+def build_problem(config: SolveConfig) -> tuple[Problem, np.ndarray | None]:
+    """The problem of ``config`` and, for images, the true image (H, W)."""
+    if config.signal == "gaussian":
+        problem = gaussian_problem(
+            config.n, config.m or config.n, config.seeds, config.noise_std, config.torch_dtype, config.device
+        )
+        return problem, None
+    image = load_image(config.image, config.size)
+    operator = build_image_operator(config, image.shape)
+    return image_problem(image, operator, config.seeds, config.noise_std), image
+
+
+def solve(config: SolveConfig, callback: Callable[[int, torch.Tensor], None] | None = None) -> SolveOutcome:
+    problem, truth = build_problem(config)
+    network = TwoLayerDIP(
+        problem.n, config.width, d=config.d, activation=config.activation, train=config.train,
+        v_law=config.v_law, seeds=[derive_seed(s, "network") for s in config.seeds],
+        dtype=config.torch_dtype, device=config.device,
+    )
+    if config.step is None:
+        step, rule = auto_step(problem, network), "auto: 1/||A J_g(theta_0)||^2 (power-iteration estimate, not a certificate)"
+    else:
+        step, rule = config.step, "user"
+    result = train(
+        problem, network, GradientDescent(step), max_iters=config.iters, loss_tol=config.loss_tol,
+        record_every=config.record_every, callback=callback,
+    )
+    outcome = SolveOutcome(config, problem, network, result, step, rule, truth)
+    outcome.metrics = compute_metrics(outcome)
+    return outcome
+
+
+def _versions() -> dict:
+    return {
+        "dipcert": __version__, "torch": torch.__version__, "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def observation_image(problem: Problem, run: int = 0) -> np.ndarray | None:
+    """The observation as a picture: y itself when it has the image's shape, else Aᵀy (zero-filled)."""
+    if problem.image_shape is None:
+        return None
+    op, y = problem.operator, problem.y[run]
+    flat = y if op.out_size == op.in_size else op.adjoint_flat(y)
+    return flat.detach().cpu().double().numpy().reshape(problem.image_shape)
+
+
+def compute_metrics(outcome: SolveOutcome) -> dict:
+    problem, result, config = outcome.problem, outcome.result, outcome.config
+    runs = []
+    for b, seed in enumerate(config.seeds):
+        x = result.x[b].detach().cpu().double().numpy()
+        run = {
+            "seed": seed,
+            "status": result.status[b],
+            "iterations": int(result.iterations[b]),
+            "final_loss": float(result.final_loss[b]),
+        }
+        if problem.x_true is not None:
+            x_true = problem.x_true[b].detach().cpu().double().numpy()
+            run["error"] = float(np.linalg.norm(x - x_true))
+            run["relative_error"] = run["error"] / float(np.linalg.norm(x_true))
+        if outcome.truth_image is not None:
+            recon = x.reshape(outcome.truth_image.shape)
+            run["psnr"] = psnr(outcome.truth_image, recon)
+            run["ssim"] = ssim(outcome.truth_image, recon)
+            if problem.operator.out_size == problem.operator.in_size:
+                run["psnr_observation"] = psnr(outcome.truth_image, observation_image(problem, b))
+        if problem.noise is not None:
+            run["noise_norm"] = float(problem.noise[b].norm())
+        runs.append(run)
+    return {
+        **runs[0],
+        "seconds": result.seconds,
+        "step": outcome.step,
+        "step_rule": outcome.step_rule,
+        "runs": runs,
+        "config": {
+            **dataclasses.asdict(config),
+            "seeds": config.seeds,
+            "network": outcome.network.describe(),
+            "operator": problem.operator.describe(),
+            "training": result.config,
+        },
+        "versions": _versions(),
+    }
+
+
+def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]:
+    """Write metrics.json, history.csv and the pictures; return the written paths by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out / "metrics.json", "history": out / "history.csv", "summary": out / "summary.png"}
+    history = outcome.result.history
+    columns: dict[str, list] = {}
+    for b in range(outcome.problem.batch):
+        cols = history.columns(b)
+        columns.setdefault("run", []).extend([b] * len(cols["iteration"]))
+        for name, values in cols.items():
+            columns.setdefault(name, []).extend(np.asarray(values).tolist())
+    write_csv(paths["history"], columns)
+    write_json(paths["metrics"], outcome.metrics)
+    curves = history.columns(0)
+    images = {}
+    if outcome.truth_image is not None:
+        shape = outcome.truth_image.shape
+        observation = observation_image(outcome.problem)
+        recon = outcome.result.x[0].detach().cpu().double().numpy().reshape(shape)
+        paths["observation"], paths["reconstruction"] = out / "observation.png", out / "reconstruction.png"
+        save_png(observation, paths["observation"])
+        save_png(recon, paths["reconstruction"])
+        m = outcome.metrics
+        obs_label = "observation y" if outcome.problem.m == outcome.problem.n else "observation A^T y"
+        if "psnr_observation" in m:
+            obs_label += f" ({m['psnr_observation']:.1f} dB)"
+        images = {"truth": outcome.truth_image, obs_label: observation, f"reconstruction ({m['psnr']:.1f} dB)": recon}
+    c = outcome.config
+    title = f"{c.signal} / {c.operator}, k={c.width}, train {c.train}, step {outcome.step:.3g}: {outcome.metrics['status']}"
+    summary_figure(paths["summary"], curves, images, title=title)
+    return paths

@@ -1,0 +1,127 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dipcert.cli import EXIT_DIVERGED, main
+
+SMALL = ["--size", "16", "--width", "300", "--iters", "30", "--quiet"]
+
+
+def _run(args, tmp_path):
+    return CliRunner().invoke(main, ["solve", *args, "--out", str(tmp_path / "out")])
+
+
+def _assert_clean_error(result, *fragments):
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def test_solve_image_writes_everything(tmp_path):
+    result = _run(["--image", "builtin:camera", "--operator", "blur", "--seed", "3", *SMALL], tmp_path)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    for name in ("metrics.json", "history.csv", "observation.png", "reconstruction.png", "summary.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "ssim", "final_loss", "iterations", "status", "seconds", "config", "versions", "step"):
+        assert key in metrics
+    assert metrics["config"]["seed"] == 3 and metrics["config"]["train"] == "WV"
+    assert metrics["versions"]["torch"].startswith("2.")
+    assert metrics["iterations"] == 30 and metrics["status"] == "max_iterations"
+    assert metrics["psnr"] > metrics["psnr_observation"]  # the reconstruction deblurs
+    header = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["run", "iteration", "seconds", "loss", "error"]
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert len(history) == 31 and history["loss"][-1] < history["loss"][0]
+    assert "PSNR" in result.output and "summary.png" in result.output
+
+
+@pytest.mark.parametrize("operator", ["well-conditioned", "gaussian", "inpainting"])
+def test_solve_other_operators(tmp_path, operator):
+    result = _run(["--operator", operator, "--noise-std", "5", *SMALL], tmp_path)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["config"]["operator"]["type"]
+    assert np.isfinite(metrics["psnr"]) and metrics["noise_norm"] > 0
+
+
+def test_solve_synthetic_gaussian(tmp_path):
+    result = _run(["--signal", "gaussian", "--n", "5", "--m", "2", "--width", "200", "--iters", "20000", "--quiet"], tmp_path)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "converged" and metrics["final_loss"] <= 1e-14
+    assert metrics["config"]["train"] == "W" and metrics["config"]["dtype"] == "float64"
+    assert (out / "summary.png").exists() and not (out / "reconstruction.png").exists()
+
+
+def test_same_seed_same_result(tmp_path):
+    args = ["--signal", "gaussian", "--n", "4", "--m", "3", "--width", "50", "--iters", "200", "--quiet"]
+    _run(args, tmp_path / "a")
+    _run(args, tmp_path / "b")
+    a = (tmp_path / "a" / "out" / "history.csv").read_text().splitlines()
+    b = (tmp_path / "b" / "out" / "history.csv").read_text().splitlines()
+    drop_seconds = lambda rows: [",".join(r.split(",")[:2] + r.split(",")[3:]) for r in rows]
+    assert drop_seconds(a) == drop_seconds(b)
+
+
+def test_several_runs(tmp_path):
+    result = _run(["--runs", "3", *SMALL], tmp_path)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert [r["seed"] for r in metrics["runs"]] == [0, 1, 2]
+    history = np.genfromtxt(tmp_path / "out" / "history.csv", delimiter=",", names=True)
+    assert sorted(set(history["run"].astype(int))) == [0, 1, 2]
+
+
+def test_divergence_exits_with_code_and_keeps_history(tmp_path):
+    result = _run(["--step", "1e6", *SMALL], tmp_path)
+    assert result.exit_code == EXIT_DIVERGED
+    assert "diverged" in result.output and "smaller --step" in result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["status"] == "diverged"
+    assert (tmp_path / "out" / "history.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--image", "builtin:nope"], ["unknown built-in image 'nope'", "camera"]),
+        (["--image", "missing.png"], ["image file not found"]),
+        (["--operator", "radon"], ["Invalid value for '--operator'", "blur"]),
+        (["--width", "0"], ["--width", "must be > 0"]),
+        (["--step", "-1"], ["--step", "must be > 0"]),
+        (["--iters", "0"], ["--iters", "must be > 0"]),
+        (["--size", "0"], ["--size"]),
+        (["--blur-sigma", "0"], ["--blur-sigma"]),
+        (["--keep-fraction", "1.5", "--operator", "inpainting"], ["keep fraction must be in (0, 1]"]),
+        (["--device", "tpu"], ["device 'tpu'"]),
+    ],
+)
+def test_bad_input_one_line_error(tmp_path, args, fragments):
+    result = _run([*SMALL, *args], tmp_path)  # later options win
+    _assert_clean_error(result, *fragments)
+
+
+def test_unreadable_and_nan_files(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    _assert_clean_error(_run(["--image", str(bad), *SMALL], tmp_path), "cannot read image")
+    nan = tmp_path / "nan.npy"
+    arr = np.full((16, 16), 100.0)
+    arr[3, 4] = np.nan
+    np.save(nan, arr)
+    _assert_clean_error(_run(["--image", str(nan), *SMALL], tmp_path), "NaN")
+
+
+def test_npy_image_is_used_as_is(tmp_path):
+    arr = np.linspace(0, 255, 256).reshape(16, 16)
+    path = tmp_path / "ramp.npy"
+    np.save(path, arr)
+    result = _run(["--image", str(path), *SMALL], tmp_path)
+    assert result.exit_code == 0, result.output
