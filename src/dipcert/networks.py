@@ -119,13 +119,14 @@ _CHUNK_ELEMENTS = 1 << 20
 
 
 def _sqdist(a: Tensor, b: Tensor) -> Tensor:
-    """‖a[i] − b[i]‖² per run, in chunks so that no temporary as large as ``a`` is allocated."""
+    """‖a[i] − b[i]‖² per run, in cache-sized chunks: no temporary as large as ``a`` is allocated
+    (a full-size difference of V costs more than a training step)."""
     a, b = a.flatten(1), b.flatten(1)
     step = max(1, _CHUNK_ELEMENTS // a.shape[0])
     total = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
     for start in range(0, a.shape[1], step):
         diff = a[:, start : start + step] - b[:, start : start + step]
-        total += diff.double().pow(2).sum(-1)
+        total += torch.linalg.vector_norm(diff, dim=-1).double() ** 2
     return total
 
 
