@@ -95,7 +95,8 @@ def test_divergence_exits_with_code_and_keeps_history(tmp_path):
         (["--image", "missing.png"], ["image file not found"]),
         (["--operator", "radon"], ["Invalid value for '--operator'", "blur"]),
         (["--width", "0"], ["--width", "must be > 0"]),
-        (["--step", "-1"], ["--step", "must be > 0"]),
+        (["--step", "-1"], ["--step", "must be a finite number > 0"]),
+        (["--step", "fast"], ["--step", "auto", "certified"]),
         (["--iters", "0"], ["--iters", "must be > 0"]),
         (["--size", "0"], ["--size"]),
         (["--blur-sigma", "0"], ["--blur-sigma"]),
@@ -125,3 +126,67 @@ def test_npy_image_is_used_as_is(tmp_path):
     np.save(path, arr)
     result = _run(["--image", str(path), *SMALL], tmp_path)
     assert result.exit_code == 0, result.output
+
+
+def test_certify_report_and_json(tmp_path):
+    runner = CliRunner()
+    args = ["certify", "--signal", "gaussian", "--n", "5", "--m", "2", "--k", "100000"]
+    text = runner.invoke(main, args)
+    assert text.exit_code == 0, text.output
+    assert "upper bound" in text.output and "Theorem III.1 applies" in text.output
+    result = runner.invoke(main, [*args, "--json"])
+    data = json.loads(result.output)
+    for key in ("sigma_A", "norm_A", "sigma_min_J0", "lip_J", "R", "R_prime", "nu1", "nu2", "L", "step",
+                "condition_4", "margin", "k_bound"):
+        assert key in data
+    assert data["condition_4"] is True and data["margin"] > 0
+    assert data["step"] == pytest.approx(1 / (2 * data["L"]))  # certify defaults to the certified step
+
+
+def test_certify_save_instance_recomputes_independently(tmp_path):
+    path = tmp_path / "inst.npz"
+    args = ["certify", "--signal", "gaussian", "--n", "4", "--m", "3", "--k", "500", "--json", "--save-instance", str(path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[: result.output.rindex("}") + 1])
+    inst = np.load(path)
+    A, y, x, u, W0, V0 = (inst[k][0] for k in ("A", "y", "x_true", "u", "W0", "V0"))
+    assert np.allclose(A @ x, y)
+    sv = np.linalg.svd(A, compute_uv=False)
+    assert data["sigma_A"] == pytest.approx(sv[-1], rel=1e-12) and data["norm_A"] == pytest.approx(sv[0], rel=1e-12)
+    z = W0 @ u
+    np.testing.assert_allclose(z, inst["z0"][0], atol=1e-12)
+    sig = 1 / (1 + np.exp(-z))
+    k = V0.shape[1]
+    jac = V0 * (sig * (1 - sig)) / np.sqrt(k)  # J_W for ‖u‖ = 1, reduced to z
+    assert data["sigma_min_J0"] == pytest.approx(np.linalg.svd(jac, compute_uv=False)[-1], rel=1e-10)
+    y0 = A @ (V0 @ sig) / np.sqrt(k)
+    assert data["loss0"] == pytest.approx(0.5 * np.sum((y0 - y) ** 2), rel=1e-12)
+
+
+def test_solve_with_certificate_writes_bounds(tmp_path):
+    result = _run(["--signal", "gaussian", "--n", "5", "--m", "2", "--width", "100000", "--iters", "300",
+                   "--step", "certified", "--certify", "--quiet"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "Theorem III.1 applies" in result.output
+    out = tmp_path / "out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["certificate"]["condition_4"] is True
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert {"loss_bound", "param_bound"} <= set(history.dtype.names)
+    assert np.all(history["loss"] <= history["loss_bound"] * (1 + 1e-9))
+    assert np.all(history["param_dist"] <= history["param_bound"])
+
+
+def test_certify_image_problem_runs(tmp_path):
+    result = CliRunner().invoke(main, ["certify", "--size", "12", "--k", "2000", "--operator", "well-conditioned",
+                                       "--noise-std", "50"])
+    assert result.exit_code == 0, result.output
+    assert "sigma_min(A): A injective" in result.output
+
+
+def test_certify_bad_input(tmp_path):
+    result = CliRunner().invoke(main, ["certify", "--signal", "gaussian", "--train", "WV", "--lipschitz-form", "radius-free"])
+    _assert_clean_error(result, "radius-free Lipschitz bound holds only when V is fixed")
+    result = CliRunner().invoke(main, ["certify", "--step", "fast"])
+    _assert_clean_error(result, "--step")

@@ -51,7 +51,8 @@ def test_gradient_descent_below_1_over_L_decreases_loss_monotonically():
     L = _hessian_bound(problem, net).item()
     result = train(problem, net, GradientDescent(0.95 / L), max_iters=3000)
     loss = result.history.loss[:, 0]
-    assert np.all(np.diff(loss) <= 1e-15 * loss[:-1]), "loss increased"
+    # monotone down to the rounding floor of float64 (residuals ~1e-14, losses ~1e-28)
+    assert np.all(np.diff(loss) <= 1e-12 * loss[:-1] + 1e-26), "loss increased"
     assert loss[-1] < 1e-3 * loss[0]
 
 

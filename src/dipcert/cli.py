@@ -1,7 +1,9 @@
-"""Command-line interface: ``dipcert solve`` (more commands arrive with the certificate module)."""
+"""Command-line interface: ``dipcert solve`` and ``dipcert certify``."""
 from __future__ import annotations
 
+import dataclasses
 import sys
+from typing import Callable
 
 import click
 
@@ -28,6 +30,61 @@ def _positive(_ctx, _param, value):
     return value
 
 
+def _parse_step(_ctx, _param, value: str | None) -> float | str | None:
+    if value is None or value in ("auto", "certified"):
+        return value
+    try:
+        step = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number > 0, 'auto' or 'certified', got {value!r}") from None
+    if not step > 0 or step == float("inf"):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}")
+    return step
+
+
+PROBLEM_OPTIONS = [
+    click.option("--signal", type=click.Choice(["image", "gaussian"]), default="image", show_default=True,
+                 help="An image, or the paper's synthetic problem (A and x̄ iid N(0,1), Fig. 1-2)."),
+    click.option("--image", default="builtin:camera", show_default=True,
+                 help=f"Image file, .npy array, or builtin:NAME ({', '.join(BUILTIN_IMAGES)})."),
+    click.option("--size", default="64", show_default=True, callback=_parse_size, help="Resize to N×N or H×W (e.g. 64x48)."),
+    click.option("--n", "n", type=int, default=5, show_default=True, callback=_positive, help="Signal size (--signal gaussian)."),
+    click.option("--m", "m", type=int, default=None, callback=_positive, help="Number of measurements (gaussian signal or operator; default n)."),
+    click.option("--operator", type=click.Choice(["blur", "well-conditioned", "gaussian", "inpainting"]), default="blur", show_default=True),
+    click.option("--blur-sigma", type=float, default=1.0, show_default=True, callback=_positive, help="Std of the Gaussian blur kernel, in pixels."),
+    click.option("--boundary", type=click.Choice(["circular", "zero", "reflect", "replicate"]), default="circular", show_default=True, help="Blur boundary condition."),
+    click.option("--keep-fraction", type=float, default=0.5, show_default=True, help="Fraction of pixels observed (inpainting)."),
+    click.option("--noise-std", type=click.FloatRange(min=0), default=0.0, show_default=True, help="White Gaussian noise std, on the [0, 255] scale for images."),
+    click.option("--width", "--k", "width", type=int, default=10_000, show_default=True, callback=_positive, help="Hidden width k of the two-layer DIP (9)."),
+    click.option("--d", "d", type=int, default=32, show_default=True, callback=_positive, help="Input size d (the W-only dynamics do not depend on it)."),
+    click.option("--train", type=click.Choice(["W", "WV"]), default=None, help="Trained layers [default: WV for images, W for gaussian]."),
+    click.option("--activation", type=click.Choice(["sigmoid", "tanh", "softplus"]), default="sigmoid", show_default=True),
+    click.option("--v-law", type=click.Choice(["rademacher", "uniform", "gaussian"]), default="rademacher", show_default=True, help="Law of the entries of V_0 (A-8)."),
+    click.option("--step", default=None, callback=_parse_step,
+                 help="Step γ: a number, 'auto' (1/||A J(θ0)||², a heuristic) or 'certified' (1/(2L), L a proven "
+                      "bound) [default: auto for solve, certified for certify]."),
+    click.option("--lipschitz-form", type=click.Choice(["radius-free", "radius-dependent", "jmiv"]), default=None,
+                 help="Bound on Lip(J_g) [default: radius-free when only W trains, else radius-dependent]."),
+    click.option("--runs", type=int, default=1, show_default=True, callback=_positive, help="Independent runs (seeds seed, seed+1, …), as one batch."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="[default: float32 for images, float64 for gaussian]"),
+]
+
+
+def problem_options(fn: Callable) -> Callable:
+    for option in reversed(PROBLEM_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _config(**options):
+    from .solve import SolveConfig
+
+    names = {f.name for f in dataclasses.fields(SolveConfig)}
+    return SolveConfig(**{k: v for k, v in options.items() if k in names})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dipcert")
 def main() -> None:
@@ -35,48 +92,22 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--signal", type=click.Choice(["image", "gaussian"]), default="image", show_default=True,
-              help="An image, or the paper's synthetic problem (A and x̄ iid N(0,1), Fig. 1-2).")
-@click.option("--image", default="builtin:camera", show_default=True,
-              help=f"Image file, .npy array, or builtin:NAME ({', '.join(BUILTIN_IMAGES)}).")
-@click.option("--size", default="64", show_default=True, callback=_parse_size, help="Resize to N×N or H×W (e.g. 64x48).")
-@click.option("--n", "n", type=int, default=5, show_default=True, callback=_positive, help="Signal size (--signal gaussian).")
-@click.option("--m", "m", type=int, default=None, callback=_positive, help="Number of measurements (gaussian signal or operator; default n).")
-@click.option("--operator", type=click.Choice(["blur", "well-conditioned", "gaussian", "inpainting"]), default="blur", show_default=True)
-@click.option("--blur-sigma", type=float, default=1.0, show_default=True, callback=_positive, help="Std of the Gaussian blur kernel, in pixels.")
-@click.option("--boundary", type=click.Choice(["circular", "zero", "reflect", "replicate"]), default="circular", show_default=True, help="Blur boundary condition.")
-@click.option("--keep-fraction", type=float, default=0.5, show_default=True, help="Fraction of pixels observed (inpainting).")
-@click.option("--noise-std", type=click.FloatRange(min=0), default=0.0, show_default=True, help="White Gaussian noise std, on the [0, 255] scale for images.")
-@click.option("--width", type=int, default=10_000, show_default=True, callback=_positive, help="Hidden width k of the two-layer DIP (9).")
-@click.option("--d", "d", type=int, default=32, show_default=True, callback=_positive, help="Input size d (the W-only dynamics do not depend on it).")
-@click.option("--train", "train_layers", type=click.Choice(["W", "WV"]), default=None, help="Trained layers [default: WV for images, W for gaussian].")
-@click.option("--activation", type=click.Choice(["sigmoid", "tanh", "softplus"]), default="sigmoid", show_default=True)
-@click.option("--v-law", type=click.Choice(["rademacher", "uniform", "gaussian"]), default="rademacher", show_default=True, help="Law of the entries of V_0 (A-8).")
-@click.option("--step", type=float, default=None, callback=_positive, help="Step size γ [default: 1/||A J(θ0)||², a heuristic].")
+@problem_options
 @click.option("--iters", type=int, default=None, callback=_positive, help="Iteration limit [default: 500 for images, 1e5 for gaussian].")
 @click.option("--loss-tol", type=click.FloatRange(min=0), default=None, help="Stop when the loss reaches this [default: 0 for images, 1e-14 for gaussian].")
-@click.option("--runs", type=int, default=1, show_default=True, callback=_positive, help="Independent runs (seeds seed, seed+1, …), trained as one batch.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="[default: float32 for images, float64 for gaussian]")
+@click.option("--certify", is_flag=True, help="Attach the certificate of Theorem III.1 and draw its bounds.")
 @click.option("--out", "out_dir", default="dipcert-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def solve(signal, image, size, n, m, operator, blur_sigma, boundary, keep_fraction, noise_std, width, d,
-          train_layers, activation, v_law, step, iters, loss_tol, runs, seed, device, dtype, out_dir, quiet) -> None:
+def solve(out_dir: str, quiet: bool, **options) -> None:
     """Reconstruct a signal with a two-layer Deep Inverse Prior trained by gradient descent (2).
 
     Writes OUT/metrics.json, OUT/history.csv, OUT/summary.png and, for images,
     OUT/observation.png and OUT/reconstruction.png.
     """
-    from .solve import SolveConfig, solve as run_solve, write_outputs
+    from .solve import solve as run_solve, write_outputs
 
     try:
-        config = SolveConfig(
-            signal=signal, image=image, size=size, n=n, m=m, operator=operator, blur_sigma=blur_sigma,
-            boundary=boundary, keep_fraction=keep_fraction, noise_std=noise_std, width=width, d=d,
-            train=train_layers, activation=activation, v_law=v_law, step=step, iters=iters,
-            loss_tol=loss_tol, seed=seed, runs=runs, device=device, dtype=dtype,
-        )
+        config = _config(**{**options, "step": options["step"] or "auto"})
         with _progress(config.iters, quiet) as callback:
             outcome = run_solve(config, callback=callback)
         paths = write_outputs(outcome, out_dir)
@@ -90,6 +121,8 @@ def solve(signal, image, size, n, m, operator, blur_sigma, boundary, keep_fracti
     elif "relative_error" in m:
         line += f"; relative error {m['relative_error']:.3g}"
     click.echo(line)
+    if outcome.certificate is not None:
+        click.echo(outcome.certificate.verdict_text(0))
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
     if any(status == "diverged" for status in outcome.result.status):
         click.echo(
@@ -98,6 +131,53 @@ def solve(signal, image, size, n, m, operator, blur_sigma, boundary, keep_fracti
             err=True,
         )
         sys.exit(EXIT_DIVERGED)
+
+
+@main.command()
+@problem_options
+@click.option("--dist", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Assumed dist(x̄, Σ') in the recovery bound (8).")
+@click.option("--hessian-iters", type=int, default=30, show_default=True, callback=_positive, help="Power iterations for the Hessian estimate of L.")
+@click.option("--paper-constant", type=float, default=1.0, show_default=True, callback=_positive, help="The unknown constant of the paper's estimate (10) of L.")
+@click.option("--corollary-constants", type=float, nargs=2, default=(1.0, 1.0), show_default=True, help="C and C' of Corollary III.2.")
+@click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
+@click.option("--save-instance", type=click.Path(dir_okay=False), default=None, help="Save A (when dense), y, x_true, u, z0, W0, V0 to an .npz file.")
+def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, save_instance, **options) -> None:
+    """Check condition (4) of Theorem III.1 before training, and print what the theorem promises.
+
+    Every number says whether it is exact, a bound or an estimate; the verdict uses exact values and
+    bounds only.
+    """
+    from .certify import certify as run_certify
+    from .report import dumps
+    from .solve import build_network, build_problem
+    from .steps import auto_step
+
+    try:
+        config = _config(**{**options, "step": options["step"] or "certified"})
+        problem, _ = build_problem(config)
+        network = build_network(config, problem)
+        step = auto_step(problem, network) if config.step == "auto" else config.step
+        certificate = run_certify(
+            problem, network, step=None if step == "certified" else step, lipschitz_form=config.lipschitz_form,
+            hessian_iters=hessian_iters, paper_constant=paper_constant,
+            corollary_constants=tuple(corollary_constants), dist=dist,
+        )
+        if save_instance:
+            from .instance import save_instance as write_instance
+
+            write_instance(save_instance, problem, network)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        runs = [certificate.to_json(b) for b in range(problem.batch)]
+        click.echo(dumps(runs[0] if len(runs) == 1 else runs))
+        return
+    for b, seed in enumerate(config.seeds):
+        if problem.batch > 1:
+            click.echo(f"\nrun {b} (seed {seed})")
+        click.echo(certificate.report(b))
+    if save_instance:
+        click.echo(f"wrote {save_instance}")
 
 
 class _progress:

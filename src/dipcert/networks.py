@@ -172,17 +172,36 @@ class TwoLayerDIP(Network):
         self.batch = len(self.seeds)
         self.dtype, self.device = dtype, torch.empty(0, device=device).device
 
-        u, w0, v0 = [], [], []
+        # W_0 = z_0 uᵀ + G (I − u uᵀ) with z_0 ~ N(0, I_k) and G iid N(0, 1) independent: exactly the
+        # law of an iid N(0, 1) matrix (rotation invariance), with W_0 u = z_0. Only the reduced
+        # state z_0 is drawn up front; G (k×d) is drawn when W_0 is first needed.
+        u, z0, v0, self._perp_states = [], [], [], []
         for gen in _generators(self.seeds):
             u.append(random_sphere(d, gen))
-            w0.append(torch.randn(k, d, generator=gen, dtype=torch.float64))
+            z0.append(torch.randn(k, generator=gen, dtype=torch.float64))
             v0.append(_draw_v(v_law, n, k, gen))
+            self._perp_states.append(gen.get_state())
         to = dict(dtype=dtype, device=self.device)
         self.u = torch.stack(u).to(**to)  # (b, d)
-        self.W0 = torch.stack(w0).to(**to)  # (b, k, d)
+        self.z0 = torch.stack(z0).to(**to)  # (b, k), z_0 = W_0 u
         self.V0 = torch.stack(v0).to(**to)  # (b, n, k)
-        self.z0 = torch.einsum("bkd,bd->bk", self.W0, self.u)  # z_0 = W_0 u
+        self._W0: Tensor | None = None
         self._scale = 1.0 / math.sqrt(k)
+
+    @property
+    def W0(self) -> Tensor:
+        """The initial hidden weights W_0 (batch, k, d), drawn on first use."""
+        if self._W0 is None:
+            blocks = []
+            for b, state in enumerate(self._perp_states):
+                gen = torch.Generator()
+                gen.set_state(state)
+                u = self.u[b].to(dtype=torch.float64, device="cpu")
+                G = torch.randn(self.k, self.d, generator=gen, dtype=torch.float64)
+                z0 = self.z0[b].to(dtype=torch.float64, device="cpu")
+                blocks.append(torch.outer(z0, u) + G - torch.outer(G @ u, u))
+            self._W0 = torch.stack(blocks).to(dtype=self.dtype, device=self.device)
+        return self._W0
 
     @property
     def trains_v(self) -> bool:

@@ -274,6 +274,11 @@ class LinearOperator(abc.ABC):
         m = self.out_size
         return m <= self.in_size and bool((self._nonzero_count(self.singular_values()) == m).all())
 
+    def injective(self) -> bool:
+        """Whether ker(A) = {0}, i.e. n <= m and all n singular values are non-zero (every batch item)."""
+        n = self.in_size
+        return n <= self.out_size and bool((self._nonzero_count(self.singular_values()) == n).all())
+
     # -- checks and export
     def adjointness_error(self, generator: torch.Generator | int | None = None, trials: int = 3) -> float:
         """max |<Ax, y> - <x, A^T y>| / (||Ax|| ||y|| + ||x|| ||A^T y||) over Gaussian x, y.

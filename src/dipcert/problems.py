@@ -24,7 +24,8 @@ class ProblemError(ValueError):
 
 @dataclass
 class Problem:
-    """A batch of instances of (1). ``x_true`` and ``noise`` are None when unknown."""
+    """A batch of instances of (1). ``x_true`` and ``noise`` are None when unknown (the builders
+    below know both; a noiseless problem has a zero ``noise``)."""
 
     operator: LinearOperator
     y: Tensor
@@ -57,11 +58,11 @@ class Problem:
         return self.operator.out_size
 
 
-def _add_noise(op: LinearOperator, clean: Tensor, noise_std: float, seeds: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+def _add_noise(op: LinearOperator, clean: Tensor, noise_std: float, seeds: Sequence[int]) -> tuple[Tensor, Tensor]:
     if not (math.isfinite(noise_std) and noise_std >= 0):
         raise ProblemError(f"noise standard deviation must be finite and >= 0, got {noise_std}")
     if noise_std == 0:
-        return clean, None
+        return clean, torch.zeros_like(clean)
     noise = torch.stack(
         [torch.randn(clean.shape[-1], generator=generator(s, "noise"), dtype=torch.float64) for s in seeds]
     ).to(dtype=clean.dtype, device=clean.device) * noise_std

@@ -32,8 +32,13 @@ def _finite_or_str(value):
     return value
 
 
+def dumps(data) -> str:
+    """JSON text with inf/NaN written as strings and NumPy values converted."""
+    return json.dumps(_finite_or_str(data), indent=2, default=_json_default)
+
+
 def write_json(path: str | Path, data: Mapping) -> None:
-    atomic_write_text(path, json.dumps(_finite_or_str(dict(data)), indent=2, default=_json_default) + "\n")
+    atomic_write_text(path, dumps(dict(data)) + "\n")
 
 
 def write_csv(path: str | Path, columns: Mapping[str, np.ndarray]) -> None:
@@ -63,7 +68,7 @@ def summary_figure(
     import matplotlib.pyplot as plt
 
     images = dict(images or {})
-    panels = [name for name in ("loss", "error") if name in curves]
+    panels = [name for name in ("loss", "error", "param_dist") if name in curves]
     ncols = max(len(images), len(panels), 1)
     nrows = 2 if images else 1
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
@@ -75,14 +80,19 @@ def summary_figure(
         ax.axis("off")
     row = axes[-1]
     it = np.asarray(curves["iteration"])
-    labels = {"loss": "loss $L_y(y_\\tau)$", "error": "error $\\|x_\\tau - \\bar x\\|$"}
+    labels = {
+        "loss": "loss $L_y(y_\\tau)$",
+        "error": "error $\\|x_\\tau - \\bar x\\|$",
+        "param_dist": "parameters $\\|\\theta_\\tau - \\theta_0\\|$",
+    }
     for ax, name in zip(row, panels):
         ax.plot(it + 1, curves[name], label="measured")
         if f"{name}_bound" in curves:
             ax.plot(it + 1, curves[f"{name}_bound"], "--", label="bound")
             ax.legend(fontsize=8)
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if np.all(np.asarray(curves[name])[1:] > 0):
+            ax.set_yscale("log")
         ax.set_xlabel("iteration $\\tau + 1$")
         ax.set_title(labels[name], fontsize=9)
         ax.grid(True, which="both", alpha=0.3)

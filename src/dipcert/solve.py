@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .certify import Certificate, certify
 from .images import load_image, psnr, save_png, ssim
 from .networks import TwoLayerDIP
 from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Matrix, Spectral
@@ -30,6 +31,7 @@ from .steps import auto_step
 OPERATORS = ("blur", "well-conditioned", "gaussian", "inpainting")
 SIGNALS = ("image", "gaussian")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+STEP_RULES = ("auto", "certified")
 
 
 @dataclass
@@ -38,8 +40,10 @@ class SolveConfig:
 
     Defaults for image problems: float32, both layers trained ("WV"), 500 iterations.
     Defaults for the synthetic Gaussian problems (Fig. 1-2): float64, the hidden layer only ("W"),
-    1e5 iterations stopped at loss 1e-14, as in the paper. ``step=None`` is the heuristic
-    γ = 1/‖A J_g(θ_0)‖² of :mod:`dipcert.steps`.
+    1e5 iterations stopped at loss 1e-14, as in the paper. ``step`` is a number, ``"auto"`` (the
+    heuristic γ = 1/‖A J_g(θ_0)‖² of :mod:`dipcert.steps`) or ``"certified"`` (γ = 1/(2L) with the
+    certified bound on L of :mod:`dipcert.certify`). ``certify`` attaches the certificate of
+    Theorem III.1 to the outcome.
     """
 
     signal: str = "image"
@@ -57,7 +61,7 @@ class SolveConfig:
     train: str | None = None
     activation: str = "sigmoid"
     v_law: str = "rademacher"
-    step: float | None = None
+    step: float | str = "auto"
     iters: int | None = None
     loss_tol: float | None = None
     record_every: int | None = None
@@ -65,6 +69,8 @@ class SolveConfig:
     runs: int = 1
     device: str = "cpu"
     dtype: str | None = None
+    certify: bool = False
+    lipschitz_form: str | None = None
 
     def __post_init__(self) -> None:
         if self.signal not in SIGNALS:
@@ -93,7 +99,10 @@ class SolveConfig:
             raise ValueError(f"blur sigma must be > 0, got {self.blur_sigma}")
         if not 0 < self.keep_fraction <= 1:
             raise ValueError(f"keep fraction must be in (0, 1], got {self.keep_fraction}")
-        if self.step is not None and not (np.isfinite(self.step) and self.step > 0):
+        if isinstance(self.step, str):
+            if self.step not in STEP_RULES:
+                raise ValueError(f"step must be a number > 0 or one of {', '.join(STEP_RULES)}, got {self.step!r}")
+        elif not (np.isfinite(self.step) and self.step > 0):
             raise ValueError(f"step must be a finite number > 0, got {self.step}")
         try:
             torch.empty(0, device=self.device)
@@ -118,6 +127,7 @@ class SolveOutcome:
     step: float
     step_rule: str
     truth_image: np.ndarray | None = None
+    certificate: Certificate | None = None
     metrics: dict = field(default_factory=dict)
 
 
@@ -146,22 +156,40 @@ def build_problem(config: SolveConfig) -> tuple[Problem, np.ndarray | None]:
     return image_problem(image, operator, config.seeds, config.noise_std), image
 
 
-def solve(config: SolveConfig, callback: Callable[[int, torch.Tensor], None] | None = None) -> SolveOutcome:
-    problem, truth = build_problem(config)
-    network = TwoLayerDIP(
+def build_network(config: SolveConfig, problem: Problem) -> TwoLayerDIP:
+    """The two-layer DIP (9) of ``config``, one initialization per run seed."""
+    return TwoLayerDIP(
         problem.n, config.width, d=config.d, activation=config.activation, train=config.train,
         v_law=config.v_law, seeds=[derive_seed(s, "network") for s in config.seeds],
         dtype=config.torch_dtype, device=config.device,
     )
-    if config.step is None:
+
+
+def choose_step(
+    config: SolveConfig, problem: Problem, network: TwoLayerDIP
+) -> tuple[float, str, Certificate | None]:
+    """The step size, how it was chosen, and the certificate when ``config`` asks for one."""
+    if config.step == "certified":
+        certificate = certify(problem, network, lipschitz_form=config.lipschitz_form)
+        rule = "certified: 1/(2L), L an upper bound on B(theta_0, R)"
+        return float(certificate["step"].value[0]), rule, certificate
+    if config.step == "auto":
         step, rule = auto_step(problem, network), "auto: 1/||A J_g(theta_0)||^2 (power-iteration estimate, not a certificate)"
     else:
-        step, rule = config.step, "user"
+        step, rule = float(config.step), "user"
+    certificate = certify(problem, network, step=step, lipschitz_form=config.lipschitz_form) if config.certify else None
+    return step, rule, certificate
+
+
+def solve(config: SolveConfig, callback: Callable[[int, torch.Tensor], None] | None = None) -> SolveOutcome:
+    problem, truth = build_problem(config)
+    network = build_network(config, problem)
+    step, rule, certificate = choose_step(config, problem, network)
     result = train(
         problem, network, GradientDescent(step), max_iters=config.iters, loss_tol=config.loss_tol,
         record_every=config.record_every, callback=callback,
     )
-    outcome = SolveOutcome(config, problem, network, result, step, rule, truth)
+    outcome = SolveOutcome(config, problem, network, result, step, rule, truth, certificate)
     outcome.metrics = compute_metrics(outcome)
     return outcome
 
@@ -205,6 +233,8 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
                 run["psnr_observation"] = psnr(outcome.truth_image, observation_image(problem, b))
         if problem.noise is not None:
             run["noise_norm"] = float(problem.noise[b].norm())
+        if outcome.certificate is not None:
+            run["certificate"] = outcome.certificate.to_json(b)
         runs.append(run)
     return {
         **runs[0],
@@ -223,21 +253,29 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
     }
 
 
+def history_columns(outcome: SolveOutcome, run: int) -> dict[str, np.ndarray]:
+    """One run's history, with the certificate's bound curves (``*_bound``) when there is one."""
+    cols = outcome.result.history.columns(run)
+    if outcome.certificate is not None:
+        for name, values in outcome.certificate.bounds_at(cols["iteration"]).items():
+            cols[name] = values[:, run]
+    return cols
+
+
 def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]:
     """Write metrics.json, history.csv and the pictures; return the written paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json", "history": out / "history.csv", "summary": out / "summary.png"}
-    history = outcome.result.history
     columns: dict[str, list] = {}
     for b in range(outcome.problem.batch):
-        cols = history.columns(b)
+        cols = history_columns(outcome, b)
         columns.setdefault("run", []).extend([b] * len(cols["iteration"]))
         for name, values in cols.items():
             columns.setdefault(name, []).extend(np.asarray(values).tolist())
     write_csv(paths["history"], columns)
     write_json(paths["metrics"], outcome.metrics)
-    curves = history.columns(0)
+    curves = history_columns(outcome, 0)
     images = {}
     if outcome.truth_image is not None:
         shape = outcome.truth_image.shape

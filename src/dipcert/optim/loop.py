@@ -125,6 +125,7 @@ def train(
             f"problem is {problem.y.dtype} on {problem.y.device} but network is {network.dtype} on {network.device}"
         )
     op, y = problem.operator, problem.y
+    loss.check_data(y)
     params = network.initial_params()
     initial = {name: p.clone() for name, p in params.items()}
     active = torch.ones(network.batch, dtype=torch.bool, device=y.device)

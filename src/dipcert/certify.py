@@ -1,0 +1,486 @@
+"""Certificates of Theorem III.1 and Corollary III.2 for a problem, a network and a step size.
+
+Every number carries a *kind*:
+
+- ``exact``: computed exactly up to float64 rounding (closed-form spectra, dense eigensolvers);
+- ``upper bound`` / ``lower bound``: a proven bound in the stated direction;
+- ``estimate``: neither (power iterations, sampled ratios, the paper's (10) with an unknown
+  constant, Corollary III.2 with unknown constants C, C'); never used in the verdict;
+- ``assumption``: a value we cannot compute and take as given (dist(x̄, Σ') in (8));
+- ``verdict``: condition (4) together with the step condition γ < 1/L, decided from exact values
+  and bounds only.
+
+The condition is checked conservatively: σ_J is exact, R is the radius certified by an *upper*
+bound on Lip_{B(θ_0, R)}(J_g) (so the theorem's R is at least as large), R' uses an *upper* bound on
+L through ν1 (increasing in γL). References: the paper's (4)-(10), docs/theory.md §2-3.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .losses import DesingularizerUnavailable, Loss, MSELoss
+from .networks import Network, Params, RankOne, TwoLayerDIP
+from .problems import Problem
+
+KINDS = ("exact", "lower bound", "upper bound", "estimate", "assumption", "verdict")
+LIPSCHITZ_FORMS = ("radius-free", "radius-dependent", "jmiv")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One certificate number per run (shape (batch,)), with its kind and a note on its origin."""
+
+    value: np.ndarray
+    kind: str
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+
+
+def _q(value, kind: str, note: str = "") -> Quantity:
+    return Quantity(np.atleast_1d(np.asarray(value, dtype=np.float64)), kind, note)
+
+
+# ---------------------------------------------------------------- spectra of the Jacobian at θ_0
+
+
+def _two_layer_gram(net: TwoLayerDIP, chunk_elements: int = 1 << 22) -> Tensor:
+    """J_g(0) J_g(0)ᵀ in closed form (theory.md §2.3), float64, shape (batch, n, n).
+
+    W part: V D² Vᵀ/k with D = diag φ'(W u); V part: (‖φ(W u)‖²/k) I. Accumulated over column
+    blocks of V so that no n×k float64 copy is made.
+    """
+    z = net.z0.double()
+    dphi2 = net.activation.derivative(z) ** 2
+    gram = torch.zeros(net.batch, net.n, net.n, dtype=torch.float64, device=z.device)
+    chunk = max(1, chunk_elements // (net.n * net.batch))
+    for start in range(0, net.k, chunk):
+        block = net.V0[:, :, start : start + chunk].double()
+        gram.baddbmm_(block * dphi2[:, None, start : start + chunk], block.transpose(1, 2))
+    gram /= net.k
+    if net.trains_v:
+        gram.diagonal(dim1=1, dim2=2).add_((net.activation(z).pow(2).sum(-1) / net.k)[:, None])
+    return gram
+
+
+def _generic_gram(net: Network, params: Params) -> Tensor:
+    """J Jᵀ from n NTK products (one per basis vector), float64, shape (batch, n, n)."""
+    eye = torch.eye(net.n, dtype=net.dtype, device=net.device)
+    cols = [net.ntk_matvec(params, eye[i].expand(net.batch, -1)) for i in range(net.n)]
+    return torch.stack(cols, dim=-1).double()
+
+
+def jacobian_gram(net: Network, params: Params | None = None) -> Tensor:
+    """J_g(θ) J_g(θ)ᵀ (θ = θ_0 by default), float64, shape (batch, n, n)."""
+    if params is None and isinstance(net, TwoLayerDIP):
+        return _two_layer_gram(net)
+    return _generic_gram(net, params if params is not None else net.initial_params())
+
+
+def _extreme_eigenvalues(gram: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest eigenvalue of each symmetric matrix (LAPACK, float64)."""
+    eig = torch.linalg.eigvalsh(gram).cpu().numpy()
+    return eig[:, 0], eig[:, -1]
+
+
+# ---------------------------------------------------------------- Lipschitz constant of J_g
+
+
+@dataclass(frozen=True)
+class LipschitzBound:
+    """ρ ↦ upper bound on Lip_{B(θ_0, ρ)}(J_g), per run."""
+
+    form: str
+    fn: Callable[[np.ndarray], np.ndarray]
+    radius_free: bool
+    kind: str
+    note: str
+
+
+def lipschitz_bound(net: TwoLayerDIP, form: str | None = None) -> LipschitzBound:
+    """The Lipschitz bounds of docs/theory.md §2.3 for the two-layer net (9).
+
+    - ``radius-free`` (V fixed): ‖J(θ) − J(θ')‖ ≤ B2·v̄/√k·‖θ − θ'‖ everywhere, v̄ = max_i ‖v_i(0)‖.
+    - ``radius-dependent`` (any trained layers; ours [D]): on B(θ_0, ρ),
+      ‖J(θ) − J(θ')‖ ≤ (1/√k)[B1‖ΔV‖ + (B1 + B2(v̄ + ρ))‖ΔW‖] ≤ √(B1² + (B1 + B2(v̄ + ρ))²)/√k·‖Δθ‖.
+    - ``jmiv``: B(1 + 2(D√n + ρ))/√k with B = max(B1, B2), D = max|V_0|, as we recall it from the
+      JMIV paper (not checked against its text; it bounds ours when B ≥ B1, B2 and D√n ≥ v̄).
+    """
+    form = form or ("radius-free" if not net.trains_v else "radius-dependent")
+    if form not in LIPSCHITZ_FORMS:
+        raise ValueError(f"unknown Lipschitz form {form!r}; allowed: {', '.join(LIPSCHITZ_FORMS)}")
+    act, sqrt_k = net.activation, math.sqrt(net.k)
+    v_bar = torch.linalg.vector_norm(net.V0, dim=1, dtype=torch.float64).amax(-1).cpu().numpy()  # max column norm, per run
+    if form == "radius-free":
+        if net.trains_v:
+            raise ValueError("the radius-free Lipschitz bound holds only when V is fixed (train='W')")
+        return LipschitzBound(
+            form, lambda rho: act.B2 * v_bar / sqrt_k + 0 * rho, True, "upper bound",
+            "B2 * vbar / sqrt(k), global (V fixed); docs/theory.md 2.3",
+        )
+    if form == "radius-dependent":
+        return LipschitzBound(
+            form, lambda rho: np.sqrt(act.B1**2 + (act.B1 + act.B2 * (v_bar + rho)) ** 2) / sqrt_k, False,
+            "upper bound", "sqrt(B1^2 + (B1 + B2 (vbar + R))^2) / sqrt(k) on B(theta_0, R); our derivation",
+        )
+    D = net.V0.abs().flatten(1).amax(-1).double().cpu().numpy()
+    return LipschitzBound(
+        form, lambda rho: act.B * (1 + 2 * (D * math.sqrt(net.n) + rho)) / sqrt_k, False, "upper bound",
+        "B (1 + 2 (D sqrt(n) + R)) / sqrt(k) on B(theta_0, R), recalled from the JMIV paper (unverified)",
+    )
+
+
+def certified_radius(sigma_J: np.ndarray, lip: LipschitzBound) -> np.ndarray:
+    """The largest R with R · Lip(R) ≤ σ_J/2, i.e. R = σ_J/(2 Lip_{B(θ_0,R)}) in (5).
+
+    R ↦ R·Lip(R) increases, so bisection finds the root; any upper bound on Lip gives a lower bound
+    on the theorem's R.
+    """
+    if lip.radius_free:
+        return sigma_J / (2 * lip.fn(np.zeros_like(sigma_J)))
+    lo, hi = np.zeros_like(sigma_J), np.maximum(sigma_J / (2 * lip.fn(np.zeros_like(sigma_J))), 1e-300)
+    for _ in range(200):  # grow hi until hi·Lip(hi) ≥ σ_J/2
+        short = hi * lip.fn(hi) < sigma_J / 2
+        if not short.any():
+            break
+        hi = np.where(short, 2 * hi, hi)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        ok = mid * lip.fn(mid) <= sigma_J / 2
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
+def sampled_lipschitz(
+    net: Network, radius: float | np.ndarray, pairs: int = 20, generator: torch.Generator | None = None
+) -> np.ndarray:
+    """max ‖J(θ) − J(θ')‖/‖θ − θ'‖ over random pairs in B(θ_0, radius): a *lower* estimate of
+    Lip_{B(θ_0, radius)}(J_g), per run. Jacobians are formed row by row (small n only)."""
+    gen = generator or torch.Generator().manual_seed(0)
+    theta0 = net.initial_params()
+    radius = torch.as_tensor(np.broadcast_to(radius, (net.batch,)).copy(), dtype=net.dtype, device=net.device)
+    best = np.zeros(net.batch)
+    for _ in range(pairs):
+        points = [_random_point_in_ball(theta0, radius, gen) for _ in range(2)]
+        jac = [_jacobian(net, p) for p in points]
+        dist = sum((points[0][k] - points[1][k]).pow(2).flatten(1).sum(-1) for k in theta0).sqrt()
+        ratio = torch.linalg.matrix_norm(jac[0] - jac[1], ord=2) / dist
+        best = np.maximum(best, ratio.double().cpu().numpy())
+    return best
+
+
+def _random_point_in_ball(center: Params, radius: Tensor, gen: torch.Generator) -> Params:
+    steps = {k: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for k, p in center.items()}
+    norm = sum(s.pow(2).flatten(1).sum(-1) for s in steps.values()).sqrt()
+    scale = radius * torch.rand(radius.shape, generator=gen, dtype=torch.float64).to(radius) / norm
+    return {k: center[k] + steps[k] * scale.view(-1, *([1] * (steps[k].dim() - 1))) for k in center}
+
+
+def _jacobian(net: Network, params: Params) -> Tensor:
+    """J_g(θ) as (batch, n, p), by n pullbacks."""
+    _, pullback = net.forward(params)
+    eye = torch.eye(net.n, dtype=net.dtype, device=net.device)
+    rows = []
+    for i in range(net.n):
+        grads = pullback(eye[i].expand(net.batch, -1))
+        rows.append(torch.cat([(g.dense() if isinstance(g, RankOne) else g).flatten(1) for g in grads.values()], 1))
+    return torch.stack(rows, dim=1)
+
+
+# ---------------------------------------------------------------- the smoothness constant L
+
+
+def hessian_norm_estimate(
+    problem: Problem, net: Network, loss: Loss, iters: int = 30, rtol: float = 1e-3
+) -> np.ndarray:
+    """‖∇²_θ L_y(A g(u, θ_0))‖ by power iteration on Hessian-vector products (autograd).
+
+    Power iteration approaches the largest |eigenvalue| from below, and L is a supremum over a
+    region, so this is an *estimate* that may fall below the true L.
+    """
+    op, y = problem.operator, problem.y
+    params = net.initial_params()
+
+    def objective(p: Params) -> Tensor:
+        return loss.value(op.forward_flat(net.function(p)), y).sum()
+
+    gen = torch.Generator().manual_seed(0)
+    vec = {k: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for k, p in params.items()}
+    estimate = torch.zeros(net.batch, dtype=torch.float64, device=y.device)
+    for _ in range(iters):
+        norm = sum(v.pow(2).flatten(1).sum(-1) for v in vec.values()).sqrt()
+        vec = {k: v / norm.view(-1, *([1] * (v.dim() - 1))) for k, v in vec.items()}
+        _, hv = torch.func.jvp(torch.func.grad(objective), (params,), (vec,))
+        previous, estimate = estimate, sum((hv[k] * vec[k]).flatten(1).sum(-1) for k in vec).abs().double()
+        vec = hv
+        if bool(((estimate - previous).abs() <= rtol * estimate).all()):
+            break
+    return estimate.cpu().numpy()
+
+
+def smoothness_bound_on_ball(
+    norm_A: np.ndarray, sigma_max_J: np.ndarray, lip: np.ndarray, residual0: np.ndarray, rho: np.ndarray
+) -> np.ndarray:
+    """Upper bound on L = sup ‖∇²_θ ½‖A g(u, θ) − y‖²‖ over B(θ_0, ρ) (MSE; ours [D]).
+
+    ∇²F[h, h] = ‖A J h‖² + ⟨Aᵀr, D²g[h, h]⟩ with ‖J(θ)‖ ≤ σ_max(J_0) + Lip·ρ, ‖D²g[h, h]‖ ≤ Lip‖h‖²,
+    and ‖r(θ)‖ ≤ ‖r_0‖ + ‖A‖(σ_max(J_0)ρ + Lip ρ²/2).
+    """
+    jac = sigma_max_J + lip * rho
+    residual = residual0 + norm_A * (sigma_max_J * rho + lip * rho**2 / 2)
+    return norm_A**2 * jac**2 + norm_A * lip * residual
+
+
+# ---------------------------------------------------------------- the certificate
+
+
+@dataclass
+class Certificate:
+    """Theorem III.1 quantities for every run of a batch, with bound curves (6), (7), (8)."""
+
+    quantities: dict[str, Quantity]
+    loss: Loss
+    lipschitz_form: str | None
+    settings: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Quantity:
+        return self.quantities[name]
+
+    @property
+    def batch(self) -> int:
+        return len(self.quantities["sigma_A"].value)
+
+    @property
+    def holds(self) -> np.ndarray:
+        """Condition (4) and γ < 1/L, per run (False where undecidable)."""
+        return self.quantities["condition_4"].value == 1.0
+
+    def _xi(self, tau: np.ndarray) -> Tensor:
+        """ξ_τ = σ_A² σ_J² τ/(4ν2) + Ψ(L_y(y_0)), shape (T, batch)."""
+        q = self.quantities
+        rate = q["sigma_A"].value ** 2 * q["sigma_min_J0"].value ** 2 / (4 * q["nu2"].value)
+        psi0 = self.loss.Psi(torch.as_tensor(q["loss0"].value))
+        return torch.as_tensor(np.asarray(tau, dtype=np.float64)[:, None] * rate) + psi0
+
+    def loss_bound(self, tau: np.ndarray) -> np.ndarray:
+        """(6): L_y(y_τ) ≤ Ψ⁻¹(ξ_τ), shape (T, batch)."""
+        return self.loss.Psi_inv(self._xi(tau)).numpy()
+
+    def residual_bound(self, tau: np.ndarray) -> np.ndarray:
+        """ψ(Ψ⁻¹(ξ_τ)); for the MSE with c = √2 this bounds ‖y_τ − y‖."""
+        return self.loss.psi(self.loss.Psi_inv(self._xi(tau))).numpy()
+
+    def param_bound(self, tau: np.ndarray) -> np.ndarray:
+        """‖θ_τ − θ_0‖ ≤ R' for all τ (the iterates stay in B(θ_0, R')), shape (T, batch)."""
+        return np.broadcast_to(self.quantities["R_prime"].value, (len(np.atleast_1d(tau)), self.batch)).copy()
+
+    def param_to_limit_bound(self, tau: np.ndarray) -> np.ndarray:
+        """(7): ‖θ_τ − θ_∞‖ ≤ 2ν1 ψ(Ψ⁻¹(ξ_τ))/(σ_J σ_A)."""
+        q = self.quantities
+        return 2 * q["nu1"].value * self.residual_bound(tau) / (q["sigma_min_J0"].value * q["sigma_A"].value)
+
+    def error_bound(self, tau: np.ndarray) -> np.ndarray:
+        """(8) with λ = σ_min(A) (A injective, so A-5 holds) and the assumed dist(x̄, Σ')."""
+        q = self.quantities
+        lam, dist, noise = q["lambda"].value, q["dist"].value, q["noise_norm"].value
+        return self.residual_bound(tau) / lam + (1 + q["norm_A"].value / lam) * dist + noise / lam
+
+    def bounds_at(self, tau: np.ndarray) -> dict[str, np.ndarray]:
+        """Bound curves for the history: ``loss_bound``, ``param_bound``, ``error_bound``."""
+        out = {"loss_bound": self.loss_bound(tau), "param_bound": self.param_bound(tau)}
+        if np.all(np.isfinite(self.quantities["lambda"].value)):
+            out["error_bound"] = self.error_bound(tau)
+        return out
+
+    def to_json(self, run: int = 0) -> dict:
+        """Flat values (``condition_4`` as a boolean, or null if undecidable) plus kinds and notes."""
+        values, kinds, notes = {}, {}, {}
+        for name, q in self.quantities.items():
+            v = float(q.value[run])
+            if name == "condition_4":
+                v = None if math.isnan(v) else bool(v)
+            values[name], kinds[name], notes[name] = v, q.kind, q.note
+        return {**values, "kinds": kinds, "notes": notes, "lipschitz_form": self.lipschitz_form,
+                "loss": self.loss.describe(), "settings": self.settings}
+
+    def report(self, run: int = 0) -> str:
+        """A readable table: name, value, kind, note; then the verdict in words."""
+        lines = [f"{'quantity':<16}{'value':>14}  {'kind':<12} note"]
+        for name, q in self.quantities.items():
+            v = q.value[run]
+            text = ("yes" if v == 1 else "no" if v == 0 else "undecided") if name == "condition_4" else f"{v:.6g}"
+            lines.append(f"{name:<16}{text:>14}  {q.kind:<12} {q.note}")
+        lines.append("")
+        lines.append(self.verdict_text(run))
+        return "\n".join(lines)
+
+    def verdict_text(self, run: int = 0) -> str:
+        q = self.quantities
+        v = q["condition_4"].value[run]
+        if math.isnan(v):
+            return "Condition (4): undecided: " + q["condition_4"].note
+        margin, step, L = q["margin"].value[run], q["step"].value[run], q["L"].value[run]
+        if v == 1:
+            return (f"Condition (4) holds (R - R' = {margin:.4g} > 0) and step {step:.4g} < 1/L = {1 / L:.4g}: "
+                    "Theorem III.1 applies to this run.")
+        reasons = []
+        if step * L >= 1:
+            reasons.append(f"step {step:.4g} >= 1/L = {1 / L:.4g} (try --step certified)")
+        elif margin <= 0:
+            reasons.append(f"R' >= R (margin {margin:.4g}; a wider network or a smaller initial loss helps)")
+        if q["sigma_min_J0"].value[run] <= 0:
+            reasons.append("sigma_min(J_g(0)) = 0")
+        return "Condition (4) does not hold: " + "; ".join(reasons) + "."
+
+
+def certify(
+    problem: Problem,
+    network: Network,
+    *,
+    step: float | None = None,
+    loss: Loss | None = None,
+    lipschitz_form: str | None = None,
+    hessian_iters: int = 30,
+    hessian_safety: float = 2.0,
+    paper_constant: float = 1.0,
+    corollary_constants: tuple[float, float] = (1.0, 1.0),
+    dist: float = 0.0,
+) -> Certificate:
+    """The certificate of Theorem III.1 for every run of ``problem`` with ``network`` and step γ.
+
+    ``step=None`` uses γ = 1/(2L) with the certified L (the paper's best step, ν2 = 6L).
+    ``dist`` is the assumed dist(x̄, Σ') of (8). ``paper_constant`` is the unknown constant of (10);
+    ``corollary_constants`` are (C, C') of Corollary III.2; both only scale estimates.
+    ``hessian_iters=0`` skips the Hessian estimate of L (it never enters the verdict).
+    """
+    loss = loss or MSELoss()
+    op, y = problem.operator, problem.y
+    batch = problem.batch
+    q: dict[str, Quantity] = {}
+
+    def per_run(t: Tensor) -> np.ndarray:
+        return np.broadcast_to(t.double().cpu().numpy(), (batch,)).copy()
+
+    sigma_A, norm_A = per_run(op.sigma_min()), per_run(op.norm())
+    q["sigma_A"] = _q(sigma_A, "exact", "smallest non-zero singular value of A")
+    q["norm_A"] = _q(norm_A, "exact", "largest singular value of A")
+
+    params0 = network.initial_params()
+    y0 = op.forward_flat(network.function(params0))
+    loss0 = loss.value(y0, y).double().cpu().numpy()
+    residual0 = (y0 - y).double().norm(dim=-1).cpu().numpy()
+    q["loss0"] = _q(loss0, "exact", "L_y(y_0)")
+
+    lam_min, lam_max = _extreme_eigenvalues(jacobian_gram(network))
+    sigma_J, sigma_max_J = np.sqrt(np.maximum(lam_min, 0)), np.sqrt(lam_max)
+    q["sigma_min_J0"] = _q(sigma_J, "exact", "sqrt(lambda_min(J J^T)) at theta_0 (float64 eigensolver)")
+    q["sigma_max_J0"] = _q(sigma_max_J, "exact", "sqrt(lambda_max(J J^T)) at theta_0")
+
+    # Lipschitz constant of the Jacobian and the radius R of (5).
+    form = None
+    if isinstance(network, TwoLayerDIP):
+        lip = lipschitz_bound(network, lipschitz_form)
+        form = lip.form
+        R = certified_radius(sigma_J, lip)
+        lip_at_R = lip.fn(R)
+        q["lip_J"] = _q(lip_at_R, lip.kind, lip.note)
+        q["R"] = _q(R, "lower bound", "largest R with R * Lip(R) <= sigma_J/2, from the Lipschitz bound")
+    else:
+        if lipschitz_form is not None:
+            raise ValueError("Lipschitz bounds exist for the two-layer network only")
+        lip_at_R = np.full(batch, math.nan)
+        q["lip_J"] = _q(lip_at_R, "estimate", "no bound for deep networks; see sampled_lipschitz")
+        R = np.full(batch, math.nan)
+        q["R"] = _q(R, "estimate", "needs a Lipschitz bound")
+
+    # The smoothness constant L: certified on B(θ_0, R) for the MSE, plus estimates.
+    certified_L = isinstance(loss, MSELoss) and isinstance(network, TwoLayerDIP)
+    if hessian_iters > 0:
+        hess = hessian_norm_estimate(problem, network, loss, hessian_iters) * hessian_safety
+    elif not certified_L:
+        raise ValueError("hessian_iters must be > 0 when L has no certified bound (it is then the only estimate)")
+    else:
+        hess = np.full(batch, math.nan)
+    if certified_L:
+        L = smoothness_bound_on_ball(norm_A, sigma_max_J, lip_at_R, residual0, R)
+        q["L"] = _q(L, "upper bound", "sup of the Hessian norm on B(theta_0, R) (MSE; our derivation)")
+    else:
+        L = hess
+        q["L"] = _q(L, "estimate", "no certified bound for this loss/network: Hessian power estimate")
+    n, k = problem.n, getattr(network, "k", None)
+    if k is not None:
+        L_paper = paper_constant * (norm_A**2 * n / k + norm_A * residual0 * math.sqrt(n / k))
+        q["L_paper"] = _q(L_paper, "estimate", f"(10) with its unknown constant set to {paper_constant}")
+    q["L_hessian"] = _q(hess, "estimate", f"Hessian power iteration at theta_0 x safety {hessian_safety}")
+
+    gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
+    if step is not None and not (math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be a finite number > 0, got {step}")
+    q["step"] = _q(gamma, "exact", "1/(2L), the paper's best step" if step is None else "given")
+    q["step_max"] = _q(1 / L, "upper bound" if certified_L else "estimate", "Theorem III.1 needs step < 1/L")
+    gl = gamma * L
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu1 = np.where(gl < 2, (1 + gl) / (1 - gl / 2), np.inf)
+        nu2 = np.where(gl < 2, (1 + gl) ** 2 / (gamma - gamma**2 * L / 2), np.inf)
+    q["nu1"] = _q(nu1, "upper bound" if certified_L else "estimate", "(1 + gamma L)/(1 - gamma L/2)")
+    q["nu2"] = _q(nu2, "upper bound" if certified_L else "estimate", "(1 + gamma L)^2/(gamma - gamma^2 L/2)")
+
+    try:
+        psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
+    except DesingularizerUnavailable as exc:
+        raise ValueError(f"no certificate for the {loss.name} loss: desingularizer {exc}") from None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        R_prime = 2 * nu1 * psi0 / (sigma_A * sigma_J)
+    q["R_prime"] = _q(R_prime, "upper bound" if certified_L else "estimate", "2 nu1 psi(L_y(y_0))/(sigma_A sigma_J), (5)")
+
+    decidable = certified_L
+    holds = (sigma_J > 0) & (R_prime < R) & (gl < 1)
+    q["condition_4"] = _q(
+        np.where(holds, 1.0, 0.0) if decidable else np.full(batch, math.nan), "verdict",
+        "sigma_J > 0, R' < R and step < 1/L, from exact values and bounds only"
+        if decidable else "L or Lip(J) is only estimated for this loss/network",
+    )
+    q["margin"] = _q(R - R_prime, "lower bound" if decidable else "estimate", "R - R'")
+
+    # Recovery (8): λ = σ_min(A) when A is injective; otherwise A-5 cannot be checked.
+    injective = op.injective()
+    q["lambda"] = _q(sigma_A if injective else np.full(batch, math.nan), "exact" if injective else "estimate",
+                     "sigma_min(A): A injective, so A-5 holds" if injective else "A not injective: A-5 unverifiable")
+    noise = problem.noise
+    noise_norm = noise.double().norm(dim=-1).cpu().numpy() if noise is not None else np.full(batch, math.nan)
+    q["noise_norm"] = _q(noise_norm, "exact" if noise is not None else "estimate", "||eps||")
+    q["dist"] = _q(np.full(batch, float(dist)), "assumption",
+                   "dist(x_true, Sigma') in (8), assumed (not computable); unneeded when A is injective")
+
+    # Early stopping: the first τ with ψ(Ψ⁻¹(ξ_τ)) ≤ ‖ε‖ (docs/theory.md §3.2).
+    rate = sigma_A**2 * sigma_J**2 / (4 * nu2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
+        tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
+    q["tau_eps"] = _q(tau_eps, "upper bound" if decidable else "estimate",
+                      "iterations after which ||y_tau - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
+
+    # Corollary III.2: a sufficient width, up to the unknown constants C, C' (MSE: L_{L,0} = 1).
+    C, C_prime = corollary_constants
+    d = getattr(network, "d", 1)
+    if problem.x_true is not None:
+        clean_inf = op.forward_flat(problem.x_true).abs().amax(-1).double().cpu().numpy()
+    else:
+        clean_inf = y.abs().amax(-1).double().cpu().numpy()
+    noise_inf = noise.abs().amax(-1).double().cpu().numpy() if noise is not None else 0.0
+    r = C * norm_A * math.sqrt(n * math.log(d)) + math.sqrt(problem.m) * (clean_inf + noise_inf)
+    psi_r = loss.psi(torch.as_tensor(r**2 / 2)).numpy()
+    q["k_bound"] = _q(C_prime * sigma_A**-4 * n * psi_r**4, "estimate",
+                      f"Corollary III.2 with C = {C}, C' = {C_prime} (constants unknown: scaling only)")
+
+    settings = {"hessian_iters": hessian_iters, "hessian_safety": hessian_safety, "paper_constant": paper_constant,
+                "corollary_constants": list(corollary_constants), "dist": dist}
+    return Certificate(q, loss, form, settings)
