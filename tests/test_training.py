@@ -163,3 +163,22 @@ def test_float32_training_runs():
     result = train(problem, net, GradientDescent(0.3), max_iters=300, loss=MSELoss())
     assert result.x.dtype == torch.float32
     assert result.final_loss[0] < 1e-2 * result.history.loss[0, 0]
+
+
+@pytest.mark.parametrize("train_layers", ["W", "WV"])
+def test_compaction_changes_nothing_but_cost(train_layers):
+    """Dropping stopped runs from the working batch gives the same results as keeping them."""
+    seeds = list(range(6))
+    problem = gaussian_problem(5, 2, seeds)
+    runs = [
+        train(problem, _net(problem, 80, seeds, train=train_layers), GradientDescent(0.4), max_iters=3000,
+              loss_tol=1e-8, compact_below=c)
+        for c in (0.0, 0.9)
+    ]
+    assert runs[0].status == runs[1].status and len(set(runs[0].iterations.tolist())) > 2
+    np.testing.assert_array_equal(runs[0].iterations, runs[1].iterations)
+    np.testing.assert_allclose(runs[0].history.loss, runs[1].history.loss, rtol=1e-9, atol=1e-18)
+    np.testing.assert_allclose(runs[0].history.param_dist, runs[1].history.param_dist, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(runs[0].x, runs[1].x, rtol=1e-9, atol=1e-12)
+    for name in runs[0].params:
+        torch.testing.assert_close(runs[0].params[name], runs[1].params[name], rtol=1e-9, atol=1e-12)

@@ -8,6 +8,7 @@ parameter).
 """
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ def add_scaled_(param: Tensor, grad: Tensor | RankOne, scale: Tensor) -> None:
         param.baddbmm_(left.unsqueeze(-1), grad.right.unsqueeze(-2))
     else:
         param.add_(grad * scale.view(-1, *([1] * (grad.dim() - 1))))
+
+
+def _matvec(M: Tensor, v: Tensor) -> Tensor:
+    """M[b] @ v[b] for M (batch, n, k), v (batch, k), computed as vᵀMᵀ: PyTorch's batched
+    matrix-vector product is several times slower than this row-vector form on CPU."""
+    return torch.bmm(v.unsqueeze(1), M.transpose(1, 2)).squeeze(1)
 
 
 def _check_positive_int(name: str, value: int) -> int:
@@ -109,6 +116,18 @@ class Network(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """JSON-able configuration."""
+
+    def select(self, indices: Tensor) -> "Network":
+        """The runs at ``indices`` (1-D index tensor) as a network of their own."""
+        new = copy.copy(self)
+        new.seeds = [self.seeds[i] for i in indices.tolist()]
+        new.batch = len(new.seeds)
+        new._select(indices.to(self.device))
+        return new
+
+    @abstractmethod
+    def _select(self, indices: Tensor) -> None:
+        """Slice this (freshly copied) network's per-run state."""
 
     def param_sqdist(self, params: Params, initial: Params) -> Tensor:
         """‖θ − θ_0‖² per run (Frobenius over all trainable tensors), in float64."""
@@ -203,6 +222,11 @@ class TwoLayerDIP(Network):
             self._W0 = torch.stack(blocks).to(dtype=self.dtype, device=self.device)
         return self._W0
 
+    def _select(self, indices: Tensor) -> None:
+        self.u, self.z0, self.V0 = self.u[indices], self.z0[indices], self.V0[indices]
+        self._W0 = None if self._W0 is None else self._W0[indices]
+        self._perp_states = [self._perp_states[i] for i in indices.tolist()]
+
     @property
     def trains_v(self) -> bool:
         return self.train == "WV"
@@ -229,7 +253,7 @@ class TwoLayerDIP(Network):
 
     def function(self, params: Params) -> Tensor:
         h = self.activation(self.hidden(params))
-        return torch.bmm(params.get("V", self.V0), h.unsqueeze(-1)).squeeze(-1) * self._scale
+        return _matvec(params.get("V", self.V0), h) * self._scale
 
     def forward(self, params: Params) -> tuple[Tensor, Pullback]:
         if self.parametrization == "full":
@@ -237,7 +261,7 @@ class TwoLayerDIP(Network):
         z = params["z"]
         V = params.get("V", self.V0)
         h = self.activation(z)
-        x = torch.bmm(V, h.unsqueeze(-1)).squeeze(-1) * self._scale
+        x = _matvec(V, h) * self._scale
 
         def pullback(w: Tensor) -> dict[str, Tensor | RankOne]:
             vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1) * self._scale  # Vᵀw/√k, (b, k)
@@ -254,7 +278,7 @@ class TwoLayerDIP(Network):
         V = params.get("V", self.V0)
         dphi2 = self.activation.derivative(z) ** 2
         vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1)
-        out = torch.bmm(V, (dphi2 * vt_w).unsqueeze(-1)).squeeze(-1) / self.k
+        out = _matvec(V, dphi2 * vt_w) / self.k
         if self.trains_v:
             out = out + self.activation(z).pow(2).sum(-1, keepdim=True) / self.k * w
         return out
@@ -311,6 +335,10 @@ class MLP(Network):
 
     def initial_params(self) -> Params:
         return {name: w.clone() for name, w in self._initial.items()}
+
+    def _select(self, indices: Tensor) -> None:
+        self.u = self.u[indices]
+        self._initial = {name: w[indices] for name, w in self._initial.items()}
 
     def function(self, params: Params) -> Tensor:
         h = self.u

@@ -248,6 +248,20 @@ class LinearOperator(abc.ABC):
         new._spectrum = self._spectrum.to(device) if keep else None
         return new
 
+    def select(self, indices: Tensor) -> LinearOperator:
+        """The operators of the batch at ``indices`` (1-D index tensor); an unbatched operator is
+        shared by every run and returned as is."""
+        if not self.batch_shape:
+            return self
+        new = copy.copy(self)
+        new._select(indices)
+        new.batch_shape = (len(indices),)
+        new._spectrum = None if self._spectrum is None else self._spectrum[indices.to(self._spectrum.device)]
+        return new
+
+    def _select(self, indices: Tensor) -> None:
+        raise OperatorError(f"{type(self).__name__} does not support selecting batch items")
+
     # -- spectrum
     def singular_values(self) -> Tensor:
         """All singular values, descending, float64, shape (*batch_shape, min(m, n)); cached."""
@@ -362,6 +376,9 @@ class Matrix(LinearOperator):
 
     def _convert(self, device: torch.device, dtype: torch.dtype) -> None:
         self.matrix = self.matrix.to(device=device, dtype=dtype)
+
+    def _select(self, indices: Tensor) -> None:
+        self.matrix = self.matrix[indices.to(self.matrix.device)]
 
 
 class GaussianMatrix(Matrix):

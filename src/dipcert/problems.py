@@ -45,6 +45,12 @@ class Problem:
         if self.x_true is not None and tuple(self.x_true.shape) != (self.batch, op.in_size):
             raise ProblemError(f"x_true must have shape ({self.batch}, {op.in_size}), got {tuple(self.x_true.shape)}")
 
+    def select(self, indices: Tensor) -> "Problem":
+        """The instances at ``indices`` (1-D index tensor), as a problem of their own."""
+        pick = lambda t: None if t is None else t[indices.to(t.device)]
+        return Problem(self.operator.select(indices), pick(self.y), pick(self.x_true), pick(self.noise),
+                       self.image_shape, self.description)
+
     @property
     def batch(self) -> int:
         return self.y.shape[0]

@@ -25,5 +25,8 @@ class GradientDescent:
         for name, grad in grads.items():
             add_scaled_(params[name], grad, scale)
 
+    def select(self, indices: Tensor) -> None:
+        """Gradient descent keeps no per-run state."""
+
     def describe(self) -> dict:
         return {"name": self.name, "step": self.step}

@@ -29,6 +29,9 @@ class Method(Protocol):
 
     def update(self, params: Params, grads: dict[str, Tensor | RankOne], active: Tensor) -> None: ...
 
+    def select(self, indices: Tensor) -> None:
+        """Keep only the state of the runs at ``indices`` (the working batch shrank)."""
+
     def describe(self) -> dict: ...
 
 
@@ -78,7 +81,7 @@ class _Recorder:
     def add(self, **values) -> None:
         for key, value in values.items():
             if key in self.rows:
-                self.rows[key].append(value.detach().cpu().numpy() if isinstance(value, Tensor) else value)
+                self.rows[key].append(value.detach().cpu().numpy().copy() if isinstance(value, Tensor) else value)
 
     def history(self, stopped_at: np.ndarray) -> History:
         arr = {k: np.asarray(v, dtype=np.int64 if k == "iteration" else np.float64) for k, v in self.rows.items()}
@@ -106,12 +109,15 @@ def train(
     loss_tol: float = 0.0,
     record_every: int = 1,
     divergence_factor: float = 1e6,
+    compact_below: float = 0.5,
     callback: Callable[[int, Tensor], None] | None = None,
 ) -> TrainResult:
     """Fit ``network`` to ``problem.y`` with ``method``; every run of the batch stops on its own.
 
     The loss, ‖x_τ − x̄‖ and ‖θ_τ − θ_0‖ are recorded every ``record_every`` iterations and when a
-    run stops. ``callback(τ, loss)`` is called after each evaluation (e.g. for a progress bar).
+    run stops. When the running runs fall below ``compact_below`` of the working batch, the stopped
+    ones are dropped from it, so a batch costs what its running runs cost (0 disables this).
+    ``callback(τ, loss)`` is called after each evaluation with the latest loss of every run.
     """
     _check_settings(max_iters, loss_tol, record_every, divergence_factor)
     loss = loss or MSELoss()
@@ -124,58 +130,60 @@ def train(
         raise ValueError(
             f"problem is {problem.y.dtype} on {problem.y.device} but network is {network.dtype} on {network.device}"
         )
-    op, y = problem.operator, problem.y
-    loss.check_data(y)
-    params = network.initial_params()
-    initial = {name: p.clone() for name, p in params.items()}
-    active = torch.ones(network.batch, dtype=torch.bool, device=y.device)
-    status = ["running"] * network.batch
-    iterations = np.zeros(network.batch, dtype=np.int64)
+    loss.check_data(problem.y)
+    run = _WorkingSet(problem, network, method)
+    batch, device = network.batch, problem.y.device
+    latest = {name: torch.zeros(batch, dtype=torch.float64, device=device) for name in ("loss", "error", "param_dist")}
+    status = ["running"] * batch
+    iterations = np.zeros(batch, dtype=np.int64)
     recorder = _Recorder(problem.x_true is not None)
     start = time.perf_counter()
     loss0: Tensor | None = None
 
     for tau in range(max_iters + 1):
-        x, pullback = network.forward(params)
-        v = op.forward_flat(x)
-        value = loss.value(v, y)
+        x, pullback = run.network.forward(run.params)
+        v = run.problem.operator.forward_flat(x)
+        value = loss.value(v, run.problem.y)
+        latest["loss"].index_copy_(0, run.index, value.double())
         if loss0 is None:
             loss0 = value.clamp_min(torch.finfo(value.dtype).tiny)
-        diverged = active & (~torch.isfinite(value) | (value > divergence_factor * loss0))
+        active = run.active
+        diverged = active & (~torch.isfinite(value) | (value > divergence_factor * loss0[run.index]))
         converged = active & ~diverged & (value <= loss_tol)
         stopping = diverged | converged
         last = tau == max_iters
         if tau % record_every == 0 or last or bool(stopping.any()):
-            recorder.add(
-                iteration=tau,
-                seconds=time.perf_counter() - start,
-                loss=value,
-                error=None if problem.x_true is None else (x - problem.x_true).norm(dim=-1),
-                param_dist=network.param_sqdist(params, initial).sqrt(),
-            )
+            if run.problem.x_true is not None:
+                latest["error"].index_copy_(0, run.index, (x - run.problem.x_true).norm(dim=-1).double())
+            latest["param_dist"].index_copy_(0, run.index, run.network.param_sqdist(run.params, run.initial).sqrt())
+            recorder.add(iteration=tau, seconds=time.perf_counter() - start, **latest)
         if callback is not None:
-            callback(tau, value)
+            callback(tau, latest["loss"])
         for b in torch.nonzero(stopping).flatten().tolist():
-            status[b] = "diverged" if diverged[b] else "converged"
-            iterations[b] = tau
-        active &= ~stopping
-        if last or not bool(active.any()):
+            status[run.index[b]] = "diverged" if diverged[b] else "converged"
+            iterations[run.index[b]] = tau
+        run.active = active & ~stopping
+        if last or not bool(run.active.any()):
             break
-        cotangent = op.adjoint_flat(loss.grad(v, y))
-        method.update(params, pullback(cotangent), active)
+        if run.active.sum() < compact_below * len(run.index):
+            run.compact(x)  # the working set changed: evaluate it again (same θ, fewer runs)
+            x, pullback = run.network.forward(run.params)
+            v = run.problem.operator.forward_flat(x)
+        cotangent = run.problem.operator.adjoint_flat(loss.grad(v, run.problem.y))
+        method.update(run.params, pullback(cotangent), run.active)
 
-    for b in torch.nonzero(active).flatten().tolist():
-        status[b], iterations[b] = "max_iterations", max_iters
+    for b in torch.nonzero(run.active).flatten().tolist():
+        status[run.index[b]], iterations[run.index[b]] = "max_iterations", max_iters
     seconds = time.perf_counter() - start
     history = recorder.history(iterations.copy())
-    final_loss = history.loss[-1].copy()
+    x_final, params_final = run.finish(x)
     return TrainResult(
-        x=x.detach(),
-        params=params,
+        x=x_final,
+        params=params_final,
         history=history,
         status=status,
         iterations=iterations,
-        final_loss=final_loss,
+        final_loss=history.loss[-1].copy(),
         seconds=seconds,
         config={
             "method": method.describe(),
@@ -186,3 +194,44 @@ def train(
             "divergence_factor": divergence_factor,
         },
     )
+
+
+class _WorkingSet:
+    """The runs still being computed: a sub-batch of the problem, network, parameters and method
+    state, with ``index`` mapping its rows to the full batch. Stopped runs leave it on
+    :meth:`compact`; their final reconstruction and parameters are kept aside."""
+
+    def __init__(self, problem: Problem, network: Network, method: Method) -> None:
+        self.problem, self.network, self.method = problem, network, method
+        self.params = network.initial_params()
+        self.initial = {name: p.clone() for name, p in self.params.items()}
+        self.size = network.batch
+        self.index = torch.arange(self.size, device=problem.y.device)
+        self.active = torch.ones(self.size, dtype=torch.bool, device=problem.y.device)
+        self._x: Tensor | None = None  # full-batch results, allocated at the first compaction
+        self._params: Params = {}
+
+    def _store(self, rows: Tensor, x: Tensor) -> None:
+        """Copy the final state of working rows ``rows`` into the full-batch results."""
+        if self._x is None:
+            self._x = x.new_empty((self.size, x.shape[-1]))
+            self._params = {name: p.new_empty((self.size, *p.shape[1:])) for name, p in self.params.items()}
+        target = self.index[rows]
+        self._x[target] = x[rows].detach()
+        for name, p in self.params.items():
+            self._params[name][target] = p[rows]
+
+    def compact(self, x: Tensor) -> None:
+        keep, drop = torch.nonzero(self.active).flatten(), torch.nonzero(~self.active).flatten()
+        self._store(drop, x)
+        self.problem, self.network = self.problem.select(keep), self.network.select(keep)
+        self.params = {name: p[keep] for name, p in self.params.items()}
+        self.initial = {name: p[keep] for name, p in self.initial.items()}
+        self.method.select(keep)
+        self.index, self.active = self.index[keep], self.active[keep]
+
+    def finish(self, x: Tensor) -> tuple[Tensor, Params]:
+        if self._x is None:  # never compacted: the working set is the full batch
+            return x.detach(), self.params
+        self._store(torch.arange(len(self.index), device=self.index.device), x)
+        return self._x, self._params
