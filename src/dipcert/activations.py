@@ -37,6 +37,14 @@ class Activation:
     sup_abs: float
     _numpy_fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     _numpy_derivative: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    #: φ' as a function of (x, φ(x)), cheaper when φ(x) is at hand (sigmoid, tanh).
+    derivative_given_value: Callable[[Tensor, Tensor], Tensor] | None = field(default=None, repr=False)
+
+    def derivative_at(self, x: Tensor, value: Tensor) -> Tensor:
+        """φ'(x), reusing ``value`` = φ(x) when that is cheaper."""
+        if self.derivative_given_value is None:
+            return self.derivative(x)
+        return self.derivative_given_value(x, value)
 
     @property
     def B(self) -> float:
@@ -73,6 +81,7 @@ SIGMOID = Activation(
     sup_abs=1.0,
     _numpy_fn=_np_sigmoid,
     _numpy_derivative=lambda x: _np_sigmoid(x) * (1 - _np_sigmoid(x)),
+    derivative_given_value=lambda x, s: s * (1 - s),
 )
 
 TANH = Activation(
@@ -84,6 +93,7 @@ TANH = Activation(
     sup_abs=1.0,
     _numpy_fn=np.tanh,
     _numpy_derivative=lambda x: 1 - np.tanh(x) ** 2,
+    derivative_given_value=lambda x, t: 1 - t * t,
 )
 
 SOFTPLUS = Activation(

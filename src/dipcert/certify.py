@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -213,7 +213,8 @@ def hessian_norm_estimate(
         return loss.value(op.forward_flat(net.function(p)), y).sum()
 
     gen = torch.Generator().manual_seed(0)
-    vec = {k: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for k, p in params.items()}
+    # the same start for every run: a run's estimate does not depend on its batch
+    vec = {k: torch.randn(p.shape[1:], generator=gen, dtype=torch.float64).to(p).expand_as(p) for k, p in params.items()}
     estimate = torch.zeros(net.batch, dtype=torch.float64, device=y.device)
     for _ in range(iters):
         norm = sum(v.pow(2).flatten(1).sum(-1) for v in vec.values()).sqrt()
@@ -341,20 +342,30 @@ class Certificate:
         return "Condition (4) does not hold: " + "; ".join(reasons) + "."
 
 
-def certify(
+def certify(problem: Problem, network: Network, *, lipschitz_form: str | None = None, **options) -> Certificate:
+    """The certificate of Theorem III.1 for every run of ``problem`` with ``network`` and step γ.
+
+    ``lipschitz_form`` picks the bound on Lip(J_g) (see :func:`lipschitz_bound`); the other options
+    are those of :func:`certify_forms`.
+    """
+    return certify_forms(problem, network, [lipschitz_form], **options)[0]
+
+
+def certify_forms(
     problem: Problem,
     network: Network,
+    lipschitz_forms: Sequence[str | None],
     *,
     step: float | None = None,
     loss: Loss | None = None,
-    lipschitz_form: str | None = None,
     hessian_iters: int = 30,
     hessian_safety: float = 2.0,
     paper_constant: float = 1.0,
     corollary_constants: tuple[float, float] = (1.0, 1.0),
     dist: float = 0.0,
-) -> Certificate:
-    """The certificate of Theorem III.1 for every run of ``problem`` with ``network`` and step γ.
+) -> list[Certificate]:
+    """One certificate per Lipschitz form, sharing the spectra, the NTK Gram matrix and the Hessian
+    estimate (computed once).
 
     ``step=None`` uses γ = 1/(2L) with the certified L (the paper's best step, ν2 = 6L).
     ``dist`` is the assumed dist(x̄, Σ') of (8). ``paper_constant`` is the unknown constant of (10);
@@ -364,44 +375,26 @@ def certify(
     loss = loss or MSELoss()
     op, y = problem.operator, problem.y
     batch = problem.batch
-    q: dict[str, Quantity] = {}
+    shared: dict[str, Quantity] = {}  # the quantities that do not depend on the Lipschitz form
 
     def per_run(t: Tensor) -> np.ndarray:
         return np.broadcast_to(t.double().cpu().numpy(), (batch,)).copy()
 
     sigma_A, norm_A = per_run(op.sigma_min()), per_run(op.norm())
-    q["sigma_A"] = _q(sigma_A, "exact", "smallest non-zero singular value of A")
-    q["norm_A"] = _q(norm_A, "exact", "largest singular value of A")
+    shared["sigma_A"] = _q(sigma_A, "exact", "smallest non-zero singular value of A")
+    shared["norm_A"] = _q(norm_A, "exact", "largest singular value of A")
 
     params0 = network.initial_params()
     y0 = op.forward_flat(network.function(params0))
     loss0 = loss.value(y0, y).double().cpu().numpy()
     residual0 = (y0 - y).double().norm(dim=-1).cpu().numpy()
-    q["loss0"] = _q(loss0, "exact", "L_y(y_0)")
+    shared["loss0"] = _q(loss0, "exact", "L_y(y_0)")
 
     lam_min, lam_max = _extreme_eigenvalues(jacobian_gram(network))
     sigma_J, sigma_max_J = np.sqrt(np.maximum(lam_min, 0)), np.sqrt(lam_max)
-    q["sigma_min_J0"] = _q(sigma_J, "exact", "sqrt(lambda_min(J J^T)) at theta_0 (float64 eigensolver)")
-    q["sigma_max_J0"] = _q(sigma_max_J, "exact", "sqrt(lambda_max(J J^T)) at theta_0")
+    shared["sigma_min_J0"] = _q(sigma_J, "exact", "sqrt(lambda_min(J J^T)) at theta_0 (float64 eigensolver)")
+    shared["sigma_max_J0"] = _q(sigma_max_J, "exact", "sqrt(lambda_max(J J^T)) at theta_0")
 
-    # Lipschitz constant of the Jacobian and the radius R of (5).
-    form = None
-    if isinstance(network, TwoLayerDIP):
-        lip = lipschitz_bound(network, lipschitz_form)
-        form = lip.form
-        R = certified_radius(sigma_J, lip)
-        lip_at_R = lip.fn(R)
-        q["lip_J"] = _q(lip_at_R, lip.kind, lip.note)
-        q["R"] = _q(R, "lower bound", "largest R with R * Lip(R) <= sigma_J/2, from the Lipschitz bound")
-    else:
-        if lipschitz_form is not None:
-            raise ValueError("Lipschitz bounds exist for the two-layer network only")
-        lip_at_R = np.full(batch, math.nan)
-        q["lip_J"] = _q(lip_at_R, "estimate", "no bound for deep networks; see sampled_lipschitz")
-        R = np.full(batch, math.nan)
-        q["R"] = _q(R, "estimate", "needs a Lipschitz bound")
-
-    # The smoothness constant L: certified on B(θ_0, R) for the MSE, plus estimates.
     certified_L = isinstance(loss, MSELoss) and isinstance(network, TwoLayerDIP)
     if hessian_iters > 0:
         hess = hessian_norm_estimate(problem, network, loss, hessian_iters) * hessian_safety
@@ -409,78 +402,100 @@ def certify(
         raise ValueError("hessian_iters must be > 0 when L has no certified bound (it is then the only estimate)")
     else:
         hess = np.full(batch, math.nan)
-    if certified_L:
-        L = smoothness_bound_on_ball(norm_A, sigma_max_J, lip_at_R, residual0, R)
-        q["L"] = _q(L, "upper bound", "sup of the Hessian norm on B(theta_0, R) (MSE; our derivation)")
-    else:
-        L = hess
-        q["L"] = _q(L, "estimate", "no certified bound for this loss/network: Hessian power estimate")
-    n, k = problem.n, getattr(network, "k", None)
-    if k is not None:
-        L_paper = paper_constant * (norm_A**2 * n / k + norm_A * residual0 * math.sqrt(n / k))
-        q["L_paper"] = _q(L_paper, "estimate", f"(10) with its unknown constant set to {paper_constant}")
-    q["L_hessian"] = _q(hess, "estimate", f"Hessian power iteration at theta_0 x safety {hessian_safety}")
 
-    gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
-    if step is not None and not (math.isfinite(step) and step > 0):
-        raise ValueError(f"step must be a finite number > 0, got {step}")
-    q["step"] = _q(gamma, "exact", "1/(2L), the paper's best step" if step is None else "given")
-    q["step_max"] = _q(1 / L, "upper bound" if certified_L else "estimate", "Theorem III.1 needs step < 1/L")
-    gl = gamma * L
-    with np.errstate(divide="ignore", invalid="ignore"):
-        nu1 = np.where(gl < 2, (1 + gl) / (1 - gl / 2), np.inf)
-        nu2 = np.where(gl < 2, (1 + gl) ** 2 / (gamma - gamma**2 * L / 2), np.inf)
-    q["nu1"] = _q(nu1, "upper bound" if certified_L else "estimate", "(1 + gamma L)/(1 - gamma L/2)")
-    q["nu2"] = _q(nu2, "upper bound" if certified_L else "estimate", "(1 + gamma L)^2/(gamma - gamma^2 L/2)")
+    def assemble(lipschitz_form: str | None) -> Certificate:
+        q = dict(shared)
+        form = None
+        if isinstance(network, TwoLayerDIP):
+            lip = lipschitz_bound(network, lipschitz_form)
+            form = lip.form
+            R = certified_radius(sigma_J, lip)
+            lip_at_R = lip.fn(R)
+            q["lip_J"] = _q(lip_at_R, lip.kind, lip.note)
+            q["R"] = _q(R, "lower bound", "largest R with R * Lip(R) <= sigma_J/2, from the Lipschitz bound")
+        else:
+            if lipschitz_form is not None:
+                raise ValueError("Lipschitz bounds exist for the two-layer network only")
+            lip_at_R = np.full(batch, math.nan)
+            q["lip_J"] = _q(lip_at_R, "estimate", "no bound for deep networks; see sampled_lipschitz")
+            R = np.full(batch, math.nan)
+            q["R"] = _q(R, "estimate", "needs a Lipschitz bound")
 
-    try:
-        psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
-    except DesingularizerUnavailable as exc:
-        raise ValueError(f"no certificate for the {loss.name} loss: desingularizer {exc}") from None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        R_prime = 2 * nu1 * psi0 / (sigma_A * sigma_J)
-    q["R_prime"] = _q(R_prime, "upper bound" if certified_L else "estimate", "2 nu1 psi(L_y(y_0))/(sigma_A sigma_J), (5)")
+        # The smoothness constant L: certified on B(θ_0, R) for the MSE, plus estimates.
+        if certified_L:
+            L = smoothness_bound_on_ball(norm_A, sigma_max_J, lip_at_R, residual0, R)
+            q["L"] = _q(L, "upper bound", "sup of the Hessian norm on B(theta_0, R) (MSE; our derivation)")
+        else:
+            L = hess
+            q["L"] = _q(L, "estimate", "no certified bound for this loss/network: Hessian power estimate")
+        n, k = problem.n, getattr(network, "k", None)
+        if k is not None:
+            L_paper = paper_constant * (norm_A**2 * n / k + norm_A * residual0 * math.sqrt(n / k))
+            q["L_paper"] = _q(L_paper, "estimate", f"(10) with its unknown constant set to {paper_constant}")
+        q["L_hessian"] = _q(hess, "estimate", f"Hessian power iteration at theta_0 x safety {hessian_safety}")
 
-    decidable = certified_L
-    holds = (sigma_J > 0) & (R_prime < R) & (gl < 1)
-    q["condition_4"] = _q(
-        np.where(holds, 1.0, 0.0) if decidable else np.full(batch, math.nan), "verdict",
-        "sigma_J > 0, R' < R and step < 1/L, from exact values and bounds only"
-        if decidable else "L or Lip(J) is only estimated for this loss/network",
-    )
-    q["margin"] = _q(R - R_prime, "lower bound" if decidable else "estimate", "R - R'")
+        gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
+        if step is not None and not (math.isfinite(step) and step > 0):
+            raise ValueError(f"step must be a finite number > 0, got {step}")
+        q["step"] = _q(gamma, "exact", "1/(2L), the paper's best step" if step is None else "given")
+        q["step_max"] = _q(1 / L, "upper bound" if certified_L else "estimate", "Theorem III.1 needs step < 1/L")
+        gl = gamma * L
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nu1 = np.where(gl < 2, (1 + gl) / (1 - gl / 2), np.inf)
+            nu2 = np.where(gl < 2, (1 + gl) ** 2 / (gamma - gamma**2 * L / 2), np.inf)
+        q["nu1"] = _q(nu1, "upper bound" if certified_L else "estimate", "(1 + gamma L)/(1 - gamma L/2)")
+        q["nu2"] = _q(nu2, "upper bound" if certified_L else "estimate", "(1 + gamma L)^2/(gamma - gamma^2 L/2)")
 
-    # Recovery (8): λ = σ_min(A) when A is injective; otherwise A-5 cannot be checked.
-    injective = op.injective()
-    q["lambda"] = _q(sigma_A if injective else np.full(batch, math.nan), "exact" if injective else "estimate",
-                     "sigma_min(A): A injective, so A-5 holds" if injective else "A not injective: A-5 unverifiable")
-    noise = problem.noise
-    noise_norm = noise.double().norm(dim=-1).cpu().numpy() if noise is not None else np.full(batch, math.nan)
-    q["noise_norm"] = _q(noise_norm, "exact" if noise is not None else "estimate", "||eps||")
-    q["dist"] = _q(np.full(batch, float(dist)), "assumption",
-                   "dist(x_true, Sigma') in (8), assumed (not computable); unneeded when A is injective")
+        try:
+            psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
+        except DesingularizerUnavailable as exc:
+            raise ValueError(f"no certificate for the {loss.name} loss: desingularizer {exc}") from None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            R_prime = 2 * nu1 * psi0 / (sigma_A * sigma_J)
+        q["R_prime"] = _q(R_prime, "upper bound" if certified_L else "estimate", "2 nu1 psi(L_y(y_0))/(sigma_A sigma_J), (5)")
 
-    # Early stopping: the first τ with ψ(Ψ⁻¹(ξ_τ)) ≤ ‖ε‖ (docs/theory.md §3.2).
-    rate = sigma_A**2 * sigma_J**2 / (4 * nu2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
-        tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
-    q["tau_eps"] = _q(tau_eps, "upper bound" if decidable else "estimate",
-                      "iterations after which ||y_tau - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
+        decidable = certified_L
+        holds = (sigma_J > 0) & (R_prime < R) & (gl < 1)
+        q["condition_4"] = _q(
+            np.where(holds, 1.0, 0.0) if decidable else np.full(batch, math.nan), "verdict",
+            "sigma_J > 0, R' < R and step < 1/L, from exact values and bounds only"
+            if decidable else "L or Lip(J) is only estimated for this loss/network",
+        )
+        q["margin"] = _q(R - R_prime, "lower bound" if decidable else "estimate", "R - R'")
 
-    # Corollary III.2: a sufficient width, up to the unknown constants C, C' (MSE: L_{L,0} = 1).
-    C, C_prime = corollary_constants
-    d = getattr(network, "d", 1)
-    if problem.x_true is not None:
-        clean_inf = op.forward_flat(problem.x_true).abs().amax(-1).double().cpu().numpy()
-    else:
-        clean_inf = y.abs().amax(-1).double().cpu().numpy()
-    noise_inf = noise.abs().amax(-1).double().cpu().numpy() if noise is not None else 0.0
-    r = C * norm_A * math.sqrt(n * math.log(d)) + math.sqrt(problem.m) * (clean_inf + noise_inf)
-    psi_r = loss.psi(torch.as_tensor(r**2 / 2)).numpy()
-    q["k_bound"] = _q(C_prime * sigma_A**-4 * n * psi_r**4, "estimate",
-                      f"Corollary III.2 with C = {C}, C' = {C_prime} (constants unknown: scaling only)")
+        # Recovery (8): λ = σ_min(A) when A is injective; otherwise A-5 cannot be checked.
+        injective = op.injective()
+        q["lambda"] = _q(sigma_A if injective else np.full(batch, math.nan), "exact" if injective else "estimate",
+                         "sigma_min(A): A injective, so A-5 holds" if injective else "A not injective: A-5 unverifiable")
+        noise = problem.noise
+        noise_norm = noise.double().norm(dim=-1).cpu().numpy() if noise is not None else np.full(batch, math.nan)
+        q["noise_norm"] = _q(noise_norm, "exact" if noise is not None else "estimate", "||eps||")
+        q["dist"] = _q(np.full(batch, float(dist)), "assumption",
+                       "dist(x_true, Sigma') in (8), assumed (not computable); unneeded when A is injective")
 
-    settings = {"hessian_iters": hessian_iters, "hessian_safety": hessian_safety, "paper_constant": paper_constant,
-                "corollary_constants": list(corollary_constants), "dist": dist}
-    return Certificate(q, loss, form, settings)
+        # Early stopping: the first τ with ψ(Ψ⁻¹(ξ_τ)) ≤ ‖ε‖ (docs/theory.md §3.2).
+        rate = sigma_A**2 * sigma_J**2 / (4 * nu2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
+            tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
+        q["tau_eps"] = _q(tau_eps, "upper bound" if decidable else "estimate",
+                          "iterations after which ||y_tau - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
+
+        # Corollary III.2: a sufficient width, up to the unknown constants C, C' (MSE: L_{L,0} = 1).
+        C, C_prime = corollary_constants
+        d = getattr(network, "d", 1)
+        if problem.x_true is not None:
+            clean_inf = op.forward_flat(problem.x_true).abs().amax(-1).double().cpu().numpy()
+        else:
+            clean_inf = y.abs().amax(-1).double().cpu().numpy()
+        noise_inf = noise.abs().amax(-1).double().cpu().numpy() if noise is not None else 0.0
+        r = C * norm_A * math.sqrt(n * math.log(d)) + math.sqrt(problem.m) * (clean_inf + noise_inf)
+        psi_r = loss.psi(torch.as_tensor(r**2 / 2)).numpy()
+        q["k_bound"] = _q(C_prime * sigma_A**-4 * n * psi_r**4, "estimate",
+                          f"Corollary III.2 with C = {C}, C' = {C_prime} (constants unknown: scaling only)")
+
+        settings = {"hessian_iters": hessian_iters, "hessian_safety": hessian_safety, "paper_constant": paper_constant,
+                    "corollary_constants": list(corollary_constants), "dist": dist}
+        return Certificate(q, loss, form, settings)
+
+    return [assemble(form) for form in lipschitz_forms]

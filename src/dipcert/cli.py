@@ -180,6 +180,37 @@ def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, s
         click.echo(f"wrote {save_instance}")
 
 
+@main.command()
+@click.argument("name", required=False)
+@click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="quick: minutes, for CI; paper: the paper's grid and trial counts.")
+@click.option("--out", "out_dir", default="reproduce-out", show_default=True, type=click.Path(file_okay=False))
+@click.option("--fresh", is_flag=True, help="Discard finished cells in OUT and start over.")
+@click.option("--list", "list_only", is_flag=True, help="List the experiments.")
+def reproduce(name, scale, out_dir, fresh, list_only) -> None:
+    """Regenerate a figure of the paper: OUT/NAME.png, OUT/NAME.csv (one row per trial) and
+    OUT/NAME.json (configuration, versions, seeds, wall time, summary).
+
+    Finished cells are kept in OUT/NAME.cells/: rerunning the same command after an interruption
+    resumes where it stopped.
+    """
+    from .experiments import describe, reproduce as run_reproduce
+
+    if list_only or name is None:
+        for key, title in describe().items():
+            click.echo(f"{key:8} {title}")
+        return
+
+    def progress(cells, seconds: float) -> None:
+        click.echo(f"  {len(cells)} cell(s) at {cells[0].key}: {seconds:.1f} s", err=True)
+
+    try:
+        paths = run_reproduce(name, scale, out_dir, fresh=fresh, on_group=progress)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 class _progress:
     """A tqdm progress bar fed by the training callback, showing the current loss."""
 

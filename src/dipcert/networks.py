@@ -265,7 +265,7 @@ class TwoLayerDIP(Network):
 
         def pullback(w: Tensor) -> dict[str, Tensor | RankOne]:
             vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1) * self._scale  # Vᵀw/√k, (b, k)
-            grads: dict[str, Tensor | RankOne] = {"z": vt_w * self.activation.derivative(z)}
+            grads: dict[str, Tensor | RankOne] = {"z": vt_w * self.activation.derivative_at(z, h)}
             if self.trains_v:
                 grads["V"] = RankOne(w * self._scale, h)
             return grads

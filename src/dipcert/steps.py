@@ -18,31 +18,33 @@ def gauss_newton_sqnorm(
     problem: Problem,
     network: Network,
     *,
-    iters: int = 100,
-    rtol: float = 1e-4,
+    iters: int = 50,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Estimate ‖A J_g(θ_0)‖² per run by power iteration on A J Jᵀ Aᵀ (m×m, never formed).
+    """Estimate ‖A J_g(θ_0)‖² per run by ``iters`` power iterations on A J Jᵀ Aᵀ (m×m, never formed).
 
-    Power iteration approaches the top eigenvalue from below: the result is a lower estimate.
+    A fixed count (no batch-wide stopping test) keeps each run's estimate independent of the other
+    runs of its batch. Power iteration approaches the top eigenvalue from below: a lower estimate.
     """
     op = problem.operator
     params = network.initial_params()
     gen = generator or torch.Generator().manual_seed(0)
-    w = torch.randn(problem.batch, op.out_size, generator=gen, dtype=torch.float64).to(problem.y)
+    # the same start for every run, so that a run's estimate does not depend on its batch
+    w = torch.randn(op.out_size, generator=gen, dtype=torch.float64).to(problem.y).expand(problem.batch, -1)
     w = w / w.norm(dim=-1, keepdim=True)
     estimate = torch.zeros(problem.batch, dtype=torch.float64, device=w.device)
     for _ in range(iters):
         mw = op.forward_flat(network.ntk_matvec(params, op.adjoint_flat(w)))
-        new = (w * mw).sum(-1).to(torch.float64)
+        estimate = (w * mw).sum(-1).to(torch.float64)
         w = mw / mw.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(mw.dtype).tiny)
-        converged = bool(((new - estimate).abs() <= rtol * new.abs()).all())
-        estimate = new
-        if converged:
-            break
     return estimate
 
 
 def auto_step(problem: Problem, network: Network) -> float:
     """γ = 1/‖A J_g(θ_0)‖², the smallest over the runs of the batch."""
     return float(1.0 / gauss_newton_sqnorm(problem, network).max())
+
+
+def auto_steps(problem: Problem, network: Network) -> Tensor:
+    """γ = 1/‖A J_g(θ_0)‖² for each run of the batch, shape (batch,)."""
+    return 1.0 / gauss_newton_sqnorm(problem, network)

@@ -17,7 +17,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
@@ -25,10 +25,18 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..fileio import atomic_write_text
+from ..fileio import atomic_output, atomic_write_text
 from ..report import dumps, write_csv
 
 Row = dict[str, object]
+
+
+@dataclass
+class CellResult:
+    """A finished cell: one row per trial, and optional arrays (e.g. reconstructions) for plots."""
+
+    rows: list[Row]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,24 +92,43 @@ class ResultStore:
     def done(self, cell: Cell) -> bool:
         return self._path(cell).exists()
 
-    def write(self, cell: Cell, rows: Sequence[Row]) -> None:
+    def write(self, cell: Cell, result: CellResult) -> None:
+        """Arrays first, then the rows: a cell counts as finished once its CSV exists."""
+        if result.arrays:
+            with atomic_output(self.cell_dir / f"{cell.key}.npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **result.arrays)
+        rows = result.rows
         write_csv(self._path(cell), {key: [row[key] for row in rows] for key in rows[0]})
+
+    def read_arrays(self, cell: Cell) -> dict[str, np.ndarray]:
+        with np.load(self.cell_dir / f"{cell.key}.npz") as data:
+            return dict(data)
 
     def read(self, cell: Cell) -> list[Row]:
         with open(self._path(cell), newline="") as fh:
             return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
-    def assemble(self, cells: Sequence[Cell], wall_seconds: float, extra: dict | None = None) -> list[Row]:
-        """Write ``NAME.csv`` (all cells in grid order) and the manifest ``NAME.json``."""
+    def assemble(self, cells: Sequence[Cell]) -> list[Row]:
+        """Write ``NAME.csv``: every cell's rows, in grid order."""
         rows = [row for cell in cells for row in self.read(cell)]
-        write_csv(self.out_dir / f"{self.name}.csv", {key: [row[key] for row in rows] for key in rows[0]})
+        write_csv(self.table_path, {key: [row[key] for row in rows] for key in rows[0]})
+        return rows
+
+    @property
+    def table_path(self) -> Path:
+        return self.out_dir / f"{self.name}.csv"
+
+    def write_manifest(self, cells: int, trials: int, wall_seconds: float, extra: dict | None = None) -> Path:
+        """Write ``NAME.json``: configuration, versions, seed rule, wall time, and ``extra``."""
+        path = self.out_dir / f"{self.name}.json"
         manifest = {
             "experiment": self.name, "config": self.config, "versions": versions(),
-            "cells": len(cells), "trials": len(rows), "wall_seconds_last_invocation": wall_seconds,
+            "cells": cells, "trials": trials, "wall_seconds_last_invocation": wall_seconds,
             "seed_rule": "trial t of every cell uses seed config.seed + t", **(extra or {}),
         }
-        atomic_write_text(self.out_dir / f"{self.name}.json", dumps(manifest) + "\n")
-        return rows
+        atomic_write_text(path, dumps(manifest) + "\n")
+        return path
 
 
 def _parse(text: str):
@@ -116,12 +143,11 @@ def _parse(text: str):
 def run_grid(
     store: ResultStore,
     cells: Sequence[Cell],
-    run_group: Callable[[list[Cell]], dict[str, list[Row]]],
+    run_group: Callable[[list[Cell]], dict[str, CellResult]],
     group_of: Callable[[Cell], Hashable] = lambda cell: cell.key,
     on_group: Callable[[list[Cell], float], None] | None = None,
-) -> tuple[list[Row], float]:
-    """Run every unfinished cell, group by group; return the assembled rows and the wall time."""
-    start = time.perf_counter()
+) -> list[Row]:
+    """Run every unfinished cell, group by group; return every cell's rows, in grid order."""
     groups: dict[Hashable, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(group_of(cell), []).append(cell)
@@ -135,5 +161,4 @@ def run_grid(
             store.write(cell, results[cell.key])
         if on_group is not None:
             on_group(pending, time.perf_counter() - t0)
-    wall = time.perf_counter() - start
-    return store.assemble(cells, wall), wall
+    return store.assemble(cells)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ class TrainResult:
     final_loss: np.ndarray  # (batch,)
     seconds: float
     config: dict = field(default_factory=dict)
+    snapshots: dict[int, Tensor] = field(default_factory=dict)  # τ → x_τ (batch, n), when asked for
 
 
 class _Recorder:
@@ -110,6 +111,7 @@ def train(
     record_every: int = 1,
     divergence_factor: float = 1e6,
     compact_below: float = 0.5,
+    snapshot_at: Sequence[int] = (),
     callback: Callable[[int, Tensor], None] | None = None,
 ) -> TrainResult:
     """Fit ``network`` to ``problem.y`` with ``method``; every run of the batch stops on its own.
@@ -117,6 +119,7 @@ def train(
     The loss, ‖x_τ − x̄‖ and ‖θ_τ − θ_0‖ are recorded every ``record_every`` iterations and when a
     run stops. When the running runs fall below ``compact_below`` of the working batch, the stopped
     ones are dropped from it, so a batch costs what its running runs cost (0 disables this).
+    ``snapshot_at`` lists iterations τ at which x_τ is kept (``TrainResult.snapshots``).
     ``callback(τ, loss)`` is called after each evaluation with the latest loss of every run.
     """
     _check_settings(max_iters, loss_tol, record_every, divergence_factor)
@@ -137,38 +140,48 @@ def train(
     status = ["running"] * batch
     iterations = np.zeros(batch, dtype=np.int64)
     recorder = _Recorder(problem.x_true is not None)
+    snapshots: dict[int, Tensor] = {}
+    wanted = set(snapshot_at)
     start = time.perf_counter()
-    loss0: Tensor | None = None
 
     for tau in range(max_iters + 1):
         x, pullback = run.network.forward(run.params)
         v = run.problem.operator.forward_flat(x)
         value = loss.value(v, run.problem.y)
-        latest["loss"].index_copy_(0, run.index, value.double())
-        if loss0 is None:
-            loss0 = value.clamp_min(torch.finfo(value.dtype).tiny)
+        if run.limit is None:  # a loss above this many times its initial value is a divergence
+            run.limit = divergence_factor * value.clamp_min(torch.finfo(value.dtype).tiny)
         active = run.active
-        diverged = active & (~torch.isfinite(value) | (value > divergence_factor * loss0[run.index]))
+        diverged = active & (~torch.isfinite(value) | (value > run.limit))
         converged = active & ~diverged & (value <= loss_tol)
         stopping = diverged | converged
         last = tau == max_iters
-        if tau % record_every == 0 or last or bool(stopping.any()):
+        any_stop = bool(stopping.any())
+        record = tau % record_every == 0 or last or any_stop
+        if record or callback is not None:
+            latest["loss"].index_copy_(0, run.index, value.double())
+        if record:
             if run.problem.x_true is not None:
                 latest["error"].index_copy_(0, run.index, (x - run.problem.x_true).norm(dim=-1).double())
             latest["param_dist"].index_copy_(0, run.index, run.network.param_sqdist(run.params, run.initial).sqrt())
             recorder.add(iteration=tau, seconds=time.perf_counter() - start, **latest)
+        if tau in wanted:
+            snapshots[tau] = run.full_x(x)
         if callback is not None:
             callback(tau, latest["loss"])
-        for b in torch.nonzero(stopping).flatten().tolist():
-            status[run.index[b]] = "diverged" if diverged[b] else "converged"
-            iterations[run.index[b]] = tau
-        run.active = active & ~stopping
-        if last or not bool(run.active.any()):
+        if any_stop:  # (run.active keeps its identity otherwise: methods cache per-mask data)
+            for b in torch.nonzero(stopping).flatten().tolist():
+                status[run.index[b]] = "diverged" if diverged[b] else "converged"
+                iterations[run.index[b]] = tau
+            run.active = active & ~stopping
+            running = int(run.active.sum())
+            if running == 0:
+                break
+            if running < compact_below * len(run.index) and not last:
+                run.compact(x)  # the working set changed: evaluate it again (same θ, fewer runs)
+                x, pullback = run.network.forward(run.params)
+                v = run.problem.operator.forward_flat(x)
+        if last:
             break
-        if run.active.sum() < compact_below * len(run.index):
-            run.compact(x)  # the working set changed: evaluate it again (same θ, fewer runs)
-            x, pullback = run.network.forward(run.params)
-            v = run.problem.operator.forward_flat(x)
         cotangent = run.problem.operator.adjoint_flat(loss.grad(v, run.problem.y))
         method.update(run.params, pullback(cotangent), run.active)
 
@@ -185,6 +198,7 @@ def train(
         iterations=iterations,
         final_loss=history.loss[-1].copy(),
         seconds=seconds,
+        snapshots=snapshots,
         config={
             "method": method.describe(),
             "loss": loss.describe(),
@@ -208,6 +222,7 @@ class _WorkingSet:
         self.size = network.batch
         self.index = torch.arange(self.size, device=problem.y.device)
         self.active = torch.ones(self.size, dtype=torch.bool, device=problem.y.device)
+        self.limit: Tensor | None = None  # divergence threshold per working run
         self._x: Tensor | None = None  # full-batch results, allocated at the first compaction
         self._params: Params = {}
 
@@ -228,7 +243,15 @@ class _WorkingSet:
         self.params = {name: p[keep] for name, p in self.params.items()}
         self.initial = {name: p[keep] for name, p in self.initial.items()}
         self.method.select(keep)
-        self.index, self.active = self.index[keep], self.active[keep]
+        self.index, self.active, self.limit = self.index[keep], self.active[keep], self.limit[keep]
+
+    def full_x(self, x: Tensor) -> Tensor:
+        """x for the whole batch: the working rows from ``x``, the others as they stopped."""
+        if self._x is None:
+            return x.detach().clone()
+        full = self._x.clone()
+        full[self.index] = x.detach()
+        return full
 
     def finish(self, x: Tensor) -> tuple[Tensor, Params]:
         if self._x is None:  # never compacted: the working set is the full batch

@@ -1,0 +1,4 @@
+"""``python -m dipcert`` is the ``dipcert`` command."""
+from .cli import main
+
+main()
