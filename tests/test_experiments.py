@@ -115,3 +115,27 @@ def test_reproduce_fig1_quick_shape(tmp_path):
         assert trained[-1] >= trained[0]  # convergence becomes likelier with width
     cond = [float(p) for p in summary["probability"]["condition_4_radius_free"]["1"]]
     assert cond[-1] >= cond[0] and cond[-1] > 0  # (4) starts to hold as k grows (m = 1)
+
+
+def test_reproduce_image_figures_quick(tmp_path):
+    from dipcert.experiments import reproduce
+
+    ran = []
+    paths = reproduce("fig3a", "quick", tmp_path, on_group=lambda cells, s: ran.extend(cells))
+    rows = {r["noise"]: r for r in csv.DictReader(open(paths["table"]))}
+    clean, noisy = rows["0.0"], rows["2.5"]
+    assert float(clean["psnr"]) > float(clean["psnr_observation"]) + 3  # deblurring helps
+    assert float(clean["psnr"]) > float(noisy["psnr"])  # noise degrades the reconstruction
+    paths4 = reproduce("fig4", "quick", tmp_path, on_group=lambda cells, s: ran.extend(cells))
+    (row,) = list(csv.DictReader(open(paths4["table"])))
+    assert row["operator"] == "well-conditioned" and row["condition_4"] in ("True", "False")
+    data = np.load(tmp_path / "images.cells" / "operator=well-conditioned_noise=50.0.npz")
+    error = data["error"]
+    assert error.min() < 0.5 * error[0]  # the error falls …
+    assert error[-1] <= 1.5 * error.min()  # … then levels off
+    assert np.all(np.isfinite(data["error_bound"])) and np.all(np.diff(data["error_bound"]) <= 0)
+    count = len(ran)
+    reproduce("fig3b", "quick", tmp_path, on_group=lambda cells, s: ran.extend(cells))
+    assert len(ran) == count  # fig3b reuses fig4's run
+    for name in ("fig3a", "fig3b", "fig4"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0

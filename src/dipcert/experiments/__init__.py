@@ -1,27 +1,44 @@
-"""Reproductions of the paper's figures: one module per figure, run by :func:`reproduce`.
+"""Reproductions of the paper's figures, run by :func:`reproduce`.
 
-Each module provides a config dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``,
-``group_of(cell)``, ``run_group(config, cells)``, ``summary(config, rows)``,
-``plot(config, rows, path)`` and ``manifest(config)``; plotting only reads recorded rows.
+A module provides a ``Config`` dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``,
+``group_of(cell)``, ``run_group(config, cells)``, ``summary(config, rows)`` and
+``manifest(config)``; an :class:`Experiment` adds which cells it needs and how to plot them.
+Plotting only reads recorded results. Experiments of one module share their finished cells (fig3b
+and fig4 are the same run).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from . import fig1
+from . import fig1, images
 from .engine import Cell, ResultStore, run_grid
 
-EXPERIMENTS: dict[str, ModuleType] = {"fig1": fig1}
+
+@dataclass(frozen=True)
+class Experiment:
+    module: ModuleType
+    title: str
+    plot: Callable
+    keep: Callable[[Cell], bool] = lambda cell: True
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "fig1": Experiment(fig1, fig1.TITLE, fig1.plot),
+    "fig3a": Experiment(images, images.TITLES["fig3a"], images.plot_fig3a, lambda c: c["operator"] == "blur"),
+    "fig3b": Experiment(images, images.TITLES["fig3b"], images.plot_fig3b, lambda c: c["operator"] != "blur"),
+    "fig4": Experiment(images, images.TITLES["fig4"], images.plot_fig4, lambda c: c["operator"] != "blur"),
+}
 SCALES = ("quick", "paper")
 
 
 def describe() -> dict[str, str]:
     """Experiment name → one-line description."""
-    return {name: module.TITLE for name, module in EXPERIMENTS.items()}
+    return {name: experiment.title for name, experiment in EXPERIMENTS.items()}
 
 
 def reproduce(
@@ -32,22 +49,25 @@ def reproduce(
     fresh: bool = False,
     on_group: Callable[[list[Cell], float], None] | None = None,
 ) -> dict[str, Path]:
-    """Run (or resume) experiment ``name`` at ``scale`` in ``out_dir``; write its table, manifest
-    and figure; return their paths."""
+    """Run (or resume) experiment ``name`` at ``scale`` in ``out_dir``; write its table
+    ``NAME.csv``, manifest ``NAME.json`` and figure ``NAME.png``; return their paths."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
-    module = EXPERIMENTS[name]
+    experiment = EXPERIMENTS[name]
+    module = experiment.module
     config = module.Config.at_scale(scale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(out, name, {"scale": scale, **module.manifest(config)}, fresh=fresh)
+    store_name = module.__name__.rsplit(".", 1)[-1]
+    store = ResultStore(out, store_name, {"scale": scale, **module.manifest(config)}, fresh=fresh)
     start = time.perf_counter()
-    grid = module.cells(config)
-    rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group)
+    grid = [cell for cell in module.cells(config) if experiment.keep(cell)]
+    rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group, table=name)
+    arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}
     figure = out / f"{name}.png"
-    module.plot(config, rows, figure)
+    experiment.plot(config, rows, arrays, figure)
     manifest = store.write_manifest(len(grid), len(rows), time.perf_counter() - start,
-                                    {"summary": module.summary(config, rows)})
-    return {"table": store.table_path, "manifest": manifest, "figure": figure}
+                                    {"summary": module.summary(config, rows)}, table=name)
+    return {"table": store.table_path(name), "manifest": manifest, "figure": figure}

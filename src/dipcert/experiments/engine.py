@@ -101,6 +101,9 @@ class ResultStore:
         rows = result.rows
         write_csv(self._path(cell), {key: [row[key] for row in rows] for key in rows[0]})
 
+    def has_arrays(self, cell: Cell) -> bool:
+        return (self.cell_dir / f"{cell.key}.npz").exists()
+
     def read_arrays(self, cell: Cell) -> dict[str, np.ndarray]:
         with np.load(self.cell_dir / f"{cell.key}.npz") as data:
             return dict(data)
@@ -109,21 +112,22 @@ class ResultStore:
         with open(self._path(cell), newline="") as fh:
             return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
-    def assemble(self, cells: Sequence[Cell]) -> list[Row]:
-        """Write ``NAME.csv``: every cell's rows, in grid order."""
+    def assemble(self, cells: Sequence[Cell], table: str | None = None) -> list[Row]:
+        """Write ``TABLE.csv`` (default: the store's name): the cells' rows, in grid order."""
         rows = [row for cell in cells for row in self.read(cell)]
-        write_csv(self.table_path, {key: [row[key] for row in rows] for key in rows[0]})
+        write_csv(self.table_path(table), {key: [row[key] for row in rows] for key in rows[0]})
         return rows
 
-    @property
-    def table_path(self) -> Path:
-        return self.out_dir / f"{self.name}.csv"
+    def table_path(self, table: str | None = None) -> Path:
+        return self.out_dir / f"{table or self.name}.csv"
 
-    def write_manifest(self, cells: int, trials: int, wall_seconds: float, extra: dict | None = None) -> Path:
-        """Write ``NAME.json``: configuration, versions, seed rule, wall time, and ``extra``."""
-        path = self.out_dir / f"{self.name}.json"
+    def write_manifest(self, cells: int, trials: int, wall_seconds: float, extra: dict | None = None,
+                       table: str | None = None) -> Path:
+        """Write ``TABLE.json``: configuration, versions, seed rule, wall time, and ``extra``."""
+        path = self.out_dir / f"{table or self.name}.json"
         manifest = {
-            "experiment": self.name, "config": self.config, "versions": versions(),
+            "experiment": table or self.name, "results": str(self.cell_dir.name), "config": self.config,
+            "versions": versions(),
             "cells": cells, "trials": trials, "wall_seconds_last_invocation": wall_seconds,
             "seed_rule": "trial t of every cell uses seed config.seed + t", **(extra or {}),
         }
@@ -146,8 +150,9 @@ def run_grid(
     run_group: Callable[[list[Cell]], dict[str, CellResult]],
     group_of: Callable[[Cell], Hashable] = lambda cell: cell.key,
     on_group: Callable[[list[Cell], float], None] | None = None,
+    table: str | None = None,
 ) -> list[Row]:
-    """Run every unfinished cell, group by group; return every cell's rows, in grid order."""
+    """Run every unfinished cell, group by group; write and return every cell's rows, in grid order."""
     groups: dict[Hashable, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(group_of(cell), []).append(cell)
@@ -161,4 +166,4 @@ def run_grid(
             store.write(cell, results[cell.key])
         if on_group is not None:
             on_group(pending, time.perf_counter() - t0)
-    return store.assemble(cells)
+    return store.assemble(cells, table)

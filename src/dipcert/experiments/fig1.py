@@ -151,7 +151,7 @@ def summary(config: Config, rows: list[Row]) -> dict:
     return {"log10_ks": all_ks, "probability": table, "smallest_log10_k_with_probability_half": first_half}
 
 
-def plot(config: Config, rows: list[Row], path) -> None:
+def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
