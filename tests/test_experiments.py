@@ -139,3 +139,38 @@ def test_reproduce_image_figures_quick(tmp_path):
     assert len(ran) == count  # fig3b reuses fig4's run
     for name in ("fig3a", "fig3b", "fig4"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
+
+
+def test_worker_processes_give_the_same_table(tmp_path):
+    serial = _run(tmp_path / "serial")
+    store = ResultStore(tmp_path / "parallel", "fig1", fig1.manifest(TINY))
+    parallel = run_grid(store, fig1.cells(TINY), partial(fig1.run_group, TINY), fig1.group_of, workers=2,
+                        cost=fig1.cost)
+    strip = lambda rows: [{k: repr(v) for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(parallel) == strip(serial)
+
+
+def test_folding_A_into_the_output_layer_is_exact():
+    from dipcert.experiments.fig2 import folded
+    from dipcert.networks import TwoLayerDIP
+    from dipcert.optim import GradientDescent, train
+    from dipcert.problems import gaussian_problem
+
+    problem = gaussian_problem(12, 2, [0, 1])
+    net = TwoLayerDIP(12, 300, seeds=[5, 6])
+    plain = train(problem, net, GradientDescent(0.05), max_iters=500)
+    fproblem, fnet = folded(problem, net)
+    fold = train(fproblem, fnet, GradientDescent(0.05), max_iters=500)
+    np.testing.assert_allclose(fold.history.loss, plain.history.loss, rtol=1e-10, atol=1e-16)
+    np.testing.assert_allclose(fold.history.param_dist, plain.history.param_dist, rtol=1e-10, atol=1e-13)
+
+
+def test_reproduce_fig2_quick(tmp_path):
+    from dipcert.experiments import reproduce
+
+    paths = reproduce("fig2", "quick", tmp_path)
+    summary = json.loads(paths["manifest"].read_text())["summary"]
+    for key in ("by_n", "by_k"):
+        for value, entry in summary[key].items():
+            probs = entry["probability"]
+            assert float(probs["2.0"]) <= float(probs["0.0"])  # too large a step stops converging

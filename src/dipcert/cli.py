@@ -186,8 +186,10 @@ def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, s
               help="quick: minutes, for CI; paper: the paper's grid and trial counts.")
 @click.option("--out", "out_dir", default="reproduce-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--fresh", is_flag=True, help="Discard finished cells in OUT and start over.")
+@click.option("--workers", type=int, default=1, show_default=True, callback=_positive,
+              help="Processes running groups of cells side by side (each gets cores/workers threads).")
 @click.option("--list", "list_only", is_flag=True, help="List the experiments.")
-def reproduce(name, scale, out_dir, fresh, list_only) -> None:
+def reproduce(name, scale, out_dir, fresh, workers, list_only) -> None:
     """Regenerate a figure of the paper: OUT/NAME.png, OUT/NAME.csv (one row per trial) and
     OUT/NAME.json (configuration, versions, seeds, wall time, summary).
 
@@ -205,7 +207,7 @@ def reproduce(name, scale, out_dir, fresh, list_only) -> None:
         click.echo(f"  {len(cells)} cell(s) at {cells[0].key}: {seconds:.1f} s", err=True)
 
     try:
-        paths = run_reproduce(name, scale, out_dir, fresh=fresh, on_group=progress)
+        paths = run_reproduce(name, scale, out_dir, fresh=fresh, workers=workers, on_group=progress)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

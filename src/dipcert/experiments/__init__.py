@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from . import fig1, images
+from . import fig1, fig2, images
 from .engine import Cell, ResultStore, run_grid
 
 
@@ -29,6 +29,7 @@ class Experiment:
 
 EXPERIMENTS: dict[str, Experiment] = {
     "fig1": Experiment(fig1, fig1.TITLE, fig1.plot),
+    "fig2": Experiment(fig2, fig2.TITLE, fig2.plot),
     "fig3a": Experiment(images, images.TITLES["fig3a"], images.plot_fig3a, lambda c: c["operator"] == "blur"),
     "fig3b": Experiment(images, images.TITLES["fig3b"], images.plot_fig3b, lambda c: c["operator"] != "blur"),
     "fig4": Experiment(images, images.TITLES["fig4"], images.plot_fig4, lambda c: c["operator"] != "blur"),
@@ -47,10 +48,12 @@ def reproduce(
     out_dir: str | Path,
     *,
     fresh: bool = False,
+    workers: int = 1,
     on_group: Callable[[list[Cell], float], None] | None = None,
 ) -> dict[str, Path]:
     """Run (or resume) experiment ``name`` at ``scale`` in ``out_dir``; write its table
-    ``NAME.csv``, manifest ``NAME.json`` and figure ``NAME.png``; return their paths."""
+    ``NAME.csv``, manifest ``NAME.json`` and figure ``NAME.png``; return their paths. ``workers``
+    processes run groups of cells side by side."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
@@ -64,7 +67,8 @@ def reproduce(
     store = ResultStore(out, store_name, {"scale": scale, **module.manifest(config)}, fresh=fresh)
     start = time.perf_counter()
     grid = [cell for cell in module.cells(config) if experiment.keep(cell)]
-    rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group, table=name)
+    rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group, table=name,
+                    workers=workers, cost=getattr(module, "cost", None))
     arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}
     figure = out / f"{name}.png"
     experiment.plot(config, rows, arrays, figure)

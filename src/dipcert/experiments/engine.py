@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import platform
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
@@ -144,6 +146,13 @@ def _parse(text: str):
     return {"True": True, "False": False}.get(text, text)
 
 
+def _timed(run_group: Callable[[list[Cell]], dict[str, CellResult]], threads: int, group: list[Cell]):
+    """Run one group in a worker process with ``threads`` torch threads; return results and seconds."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    return run_group(group), time.perf_counter() - start
+
+
 def run_grid(
     store: ResultStore,
     cells: Sequence[Cell],
@@ -151,19 +160,45 @@ def run_grid(
     group_of: Callable[[Cell], Hashable] = lambda cell: cell.key,
     on_group: Callable[[list[Cell], float], None] | None = None,
     table: str | None = None,
+    workers: int = 1,
+    cost: Callable[[Cell], float] | None = None,
 ) -> list[Row]:
-    """Run every unfinished cell, group by group; write and return every cell's rows, in grid order."""
+    """Run every unfinished cell, group by group; write and return every cell's rows, in grid order.
+
+    With ``workers > 1``, groups run in that many processes (each with an equal share of the
+    cores), costliest first when ``cost`` estimates a cell's cost; each finished group is written
+    as soon as it arrives. ``run_group`` must then be picklable (a module-level function, or a
+    ``functools.partial`` of one).
+    """
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     groups: dict[Hashable, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(group_of(cell), []).append(cell)
-    for group in groups.values():
-        pending = [cell for cell in group if not store.done(cell)]
-        if not pending:
-            continue
-        t0 = time.perf_counter()
-        results = run_group(pending)
-        for cell in pending:
+    pending = [[cell for cell in group if not store.done(cell)] for group in groups.values()]
+    pending = [group for group in pending if group]
+    if cost is not None:
+        pending.sort(key=lambda group: -sum(cost(cell) for cell in group))
+
+    def finish(group: list[Cell], results: dict[str, CellResult], seconds: float) -> None:
+        for cell in group:
             store.write(cell, results[cell.key])
         if on_group is not None:
-            on_group(pending, time.perf_counter() - t0)
+            on_group(group, seconds)
+
+    if workers == 1 or len(pending) <= 1:
+        for group in pending:
+            finish(group, *_timed(run_group, torch.get_num_threads(), group))
+    else:
+        threads = max(1, torch.get_num_threads() // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_timed, run_group, threads, group): group for group in pending}
+            try:
+                for future in as_completed(futures):
+                    finish(futures[future], *future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     return store.assemble(cells, table)

@@ -69,6 +69,11 @@ def group_of(cell: Cell) -> tuple:
     return (cell["log10_k"], cell["trained"])
 
 
+def cost(cell: Cell) -> float:
+    """Relative cost of a cell, to start the costliest groups first."""
+    return width(cell["log10_k"]) * (1.0 if cell["trained"] else 0.01)
+
+
 def _padded_problem(config: Config, ms: list[int], seeds: list[int]) -> Problem:
     parts = [gaussian_problem(config.n, m, seeds) for m in ms]
     m_max = max(ms)
