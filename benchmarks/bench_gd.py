@@ -188,8 +188,8 @@ def main() -> None:
     measured = [it for it in items if it.fn is not None]
     for it in measured:  # warm-up: allocator, FFT plans, page faults, caches
         it.fn()
-    times = {it.name: [] for it in items}
-    cores = {it.name: [] for it in items}
+    times = {it.name: [] for it in measured}
+    cores = {it.name: [] for it in measured}
     background = []  # share of all CPUs used by other processes, per round
     for _ in range(rounds):
         b0, c0, t0 = machine_busy_seconds(), cpu_seconds(), time.perf_counter()
