@@ -100,7 +100,7 @@ def test_mse_bound_curves_match_closed_forms():
     assert q["step"] == pytest.approx(1 / (2 * q["L"]), rel=1e-12)
 
 
-@pytest.mark.parametrize("train_layers", ["W", "WV"])
+@pytest.mark.parametrize("train_layers", ["W", "WV", "V"])
 @pytest.mark.parametrize("parametrization", ["reduced", "full"])
 def test_sigma_min_J0_equals_autograd_jacobian_singular_value(train_layers, parametrization):
     problem = gaussian_problem(4, 3, [0, 1])
@@ -240,3 +240,20 @@ def test_losses_without_certificates_say_why():
         certify(problem, net, loss=LogisticLoss())
     with pytest.raises(ValueError, match="give v_max"):
         certify(problem, net, loss=KLLoss())
+
+
+def test_output_layer_only_is_linear_and_certified_exactly():
+    """train = "V": g is linear in V, J_g J_gᵀ = ‖φ(z)‖²/k I, Lip = 0, L = ‖A‖²‖φ(z)‖²/k exactly."""
+    problem = gaussian_problem(4, 3, [0])
+    net = _net(problem, 200, [0], train="V")
+    cert = certify(problem, net)
+    phi = net.activation(net.z0[0])
+    sigma = (phi.norm() / math.sqrt(net.k)).item()
+    assert cert["sigma_min_J0"].value[0] == pytest.approx(sigma, rel=1e-12)
+    assert cert["sigma_max_J0"].value[0] == pytest.approx(sigma, rel=1e-12)
+    assert cert["lip_J"].value[0] == 0 and math.isinf(cert["R"].value[0])
+    assert cert["L"].value[0] == pytest.approx(cert["norm_A"].value[0] ** 2 * sigma**2, rel=1e-12)
+    assert cert["L"].value[0] == pytest.approx(hessian_norm_estimate(problem, net, MSELoss(), iters=300, rtol=0)[0], rel=1e-6)
+    assert cert.holds[0]
+    result = train(problem, net, GradientDescent(float(cert["step"].value[0])), max_iters=300)
+    assert np.all(result.history.loss[:, 0] <= cert.loss_bound(result.history.iteration)[:, 0] * (1 + 1e-9))

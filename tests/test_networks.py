@@ -25,7 +25,7 @@ def _autograd_jacobian(net, params):
     return torch.cat([j.reshape(net.n, -1) for j in jac], dim=1)
 
 
-@pytest.mark.parametrize("train", ["W", "WV"])
+@pytest.mark.parametrize("train", ["W", "WV", "V"])
 @pytest.mark.parametrize("parametrization", ["reduced", "full"])
 def test_two_layer_pullback_matches_autograd_jacobian(train, parametrization):
     net = TwoLayerDIP(4, 30, d=3, train=train, parametrization=parametrization, seeds=[5])
@@ -56,7 +56,7 @@ def test_two_layer_jacobian_against_finite_differences(activation):
     assert analytic.item() == pytest.approx(numeric.item(), rel=1e-7)
 
 
-@pytest.mark.parametrize("train", ["W", "WV"])
+@pytest.mark.parametrize("train", ["W", "WV", "V"])
 def test_ntk_closed_form_matches_autograd_gram(train):
     """theory.md §2.3: J Jᵀ = V D² Vᵀ/k (+ ‖φ(z)‖²/k I when V trains)."""
     net = TwoLayerDIP(5, 40, d=3, train=train, parametrization="full", seeds=[3])
@@ -121,7 +121,7 @@ def test_rank_one_update_equals_dense():
     [
         (dict(n=0, k=5), "n .* positive integer"),
         (dict(n=3, k=-1), "k .* positive integer"),
-        (dict(n=3, k=5, train="V"), "train must be one of W, WV"),
+        (dict(n=3, k=5, train="U"), "train must be one of W, WV, V"),
         (dict(n=3, k=5, v_law="cauchy"), "allowed: rademacher, uniform, gaussian"),
         (dict(n=3, k=5, seeds=[]), "at least one seed"),
         (dict(n=3, k=5, activation="relu"), "allowed"),

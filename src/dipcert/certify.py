@@ -59,13 +59,14 @@ def _two_layer_gram(net: TwoLayerDIP, chunk_elements: int = 1 << 22) -> Tensor:
     blocks of V so that no n×k float64 copy is made.
     """
     z = net.z0.double()
-    dphi2 = net.activation.derivative(z) ** 2
     gram = torch.zeros(net.batch, net.n, net.n, dtype=torch.float64, device=z.device)
-    chunk = max(1, chunk_elements // (net.n * net.batch))
-    for start in range(0, net.k, chunk):
-        block = net.V0[:, :, start : start + chunk].double()
-        gram.baddbmm_(block * dphi2[:, None, start : start + chunk], block.transpose(1, 2))
-    gram /= net.k
+    if net.trains_w:
+        dphi2 = net.activation.derivative(z) ** 2
+        chunk = max(1, chunk_elements // (net.n * net.batch))
+        for start in range(0, net.k, chunk):
+            block = net.V0[:, :, start : start + chunk].double()
+            gram.baddbmm_(block * dphi2[:, None, start : start + chunk], block.transpose(1, 2))
+        gram /= net.k
     if net.trains_v:
         gram.diagonal(dim1=1, dim2=2).add_((net.activation(z).pow(2).sum(-1) / net.k)[:, None])
     return gram
@@ -108,22 +109,27 @@ class LipschitzBound:
 def lipschitz_bound(net: TwoLayerDIP, form: str | None = None) -> LipschitzBound:
     """The Lipschitz bounds of docs/theory.md §2.3 for the two-layer net (9).
 
-    - ``radius-free`` (V fixed): ‖J(θ) − J(θ')‖ ≤ B2·v̄/√k·‖θ − θ'‖ everywhere, v̄ = max_i ‖v_i(0)‖.
+    - ``radius-free`` (V fixed): ‖J(θ) − J(θ')‖ ≤ B2·v̄/√k·‖θ − θ'‖ everywhere, v̄ = max_i ‖v_i(0)‖;
+      with only V trained, J_g is constant and Lip = 0.
     - ``radius-dependent`` (any trained layers; ours [D]): on B(θ_0, ρ),
       ‖J(θ) − J(θ')‖ ≤ (1/√k)[B1‖ΔV‖ + (B1 + B2(v̄ + ρ))‖ΔW‖] ≤ √(B1² + (B1 + B2(v̄ + ρ))²)/√k·‖Δθ‖.
     - ``jmiv``: B(1 + 2(D√n + ρ))/√k with B = max(B1, B2), D = max|V_0|, as we recall it from the
       JMIV paper (not checked against its text; it bounds ours when B ≥ B1, B2 and D√n ≥ v̄).
     """
-    form = form or ("radius-free" if not net.trains_v else "radius-dependent")
+    form = form or ("radius-free" if not net.trains_v or not net.trains_w else "radius-dependent")
     if form not in LIPSCHITZ_FORMS:
         raise ValueError(f"unknown Lipschitz form {form!r}; allowed: {', '.join(LIPSCHITZ_FORMS)}")
     act, sqrt_k = net.activation, math.sqrt(net.k)
+    if not net.trains_w:  # g is linear in V: J_g does not depend on θ
+        if form != "radius-free":
+            raise ValueError("with only V trained, J_g is constant: use the radius-free form (Lip = 0)")
+        return LipschitzBound(form, lambda rho: np.zeros_like(rho), True, "exact", "0: only V trains, J_g does not depend on theta")
     v_bar = torch.linalg.vector_norm(net.V0, dim=1, dtype=torch.float64).amax(-1).cpu().numpy()  # max column norm, per run
     if form == "radius-free":
         if net.trains_v:
             raise ValueError("the radius-free Lipschitz bound holds only when V is fixed (train='W')")
         return LipschitzBound(
-            form, lambda rho: act.B2 * v_bar / sqrt_k + 0 * rho, True, "upper bound",
+            form, lambda rho: act.B2 * v_bar / sqrt_k + np.zeros_like(rho), True, "upper bound",
             "B2 * vbar / sqrt(k), global (V fixed); docs/theory.md 2.3",
         )
     if form == "radius-dependent":
@@ -145,7 +151,8 @@ def certified_radius(sigma_J: np.ndarray, lip: LipschitzBound) -> np.ndarray:
     on the theorem's R.
     """
     if lip.radius_free:
-        return sigma_J / (2 * lip.fn(np.zeros_like(sigma_J)))
+        with np.errstate(divide="ignore"):
+            return sigma_J / (2 * lip.fn(np.zeros_like(sigma_J)))  # inf when Lip = 0
     lo, hi = np.zeros_like(sigma_J), np.maximum(sigma_J / (2 * lip.fn(np.zeros_like(sigma_J))), 1e-300)
     for _ in range(200):  # grow hi until hi·Lip(hi) ≥ σ_J/2
         short = hi * lip.fn(hi) < sigma_J / 2
@@ -235,9 +242,10 @@ def smoothness_bound_on_ball(
     ∇²F[h, h] = ‖A J h‖² + ⟨Aᵀr, D²g[h, h]⟩ with ‖J(θ)‖ ≤ σ_max(J_0) + Lip·ρ, ‖D²g[h, h]‖ ≤ Lip‖h‖²,
     and ‖r(θ)‖ ≤ ‖r_0‖ + ‖A‖(σ_max(J_0)ρ + Lip ρ²/2).
     """
-    jac = sigma_max_J + lip * rho
-    residual = residual0 + norm_A * (sigma_max_J * rho + lip * rho**2 / 2)
-    return norm_A**2 * jac**2 + norm_A * lip * residual
+    with np.errstate(invalid="ignore"):  # Lip = 0 (J constant) with ρ = ∞: the ρ terms vanish
+        lip_rho = np.where(lip > 0, lip * rho, 0.0)
+        residual = residual0 + norm_A * np.where(lip > 0, sigma_max_J * rho + lip * rho**2 / 2, 0.0)
+    return norm_A**2 * (sigma_max_J + lip_rho) ** 2 + norm_A * lip * residual
 
 
 # ---------------------------------------------------------------- the certificate

@@ -57,7 +57,7 @@ PROBLEM_OPTIONS = [
     click.option("--noise-std", type=click.FloatRange(min=0), default=0.0, show_default=True, help="White Gaussian noise std, on the [0, 255] scale for images."),
     click.option("--width", "--k", "width", type=int, default=10_000, show_default=True, callback=_positive, help="Hidden width k of the two-layer DIP (9)."),
     click.option("--d", "d", type=int, default=32, show_default=True, callback=_positive, help="Input size d (the W-only dynamics do not depend on it)."),
-    click.option("--train", type=click.Choice(["W", "WV"]), default=None, help="Trained layers [default: WV for images, W for gaussian]."),
+    click.option("--train", type=click.Choice(["W", "WV", "V"]), default=None, help="Trained layers [default: WV for images, W for gaussian]."),
     click.option("--activation", type=click.Choice(["sigmoid", "tanh", "softplus"]), default="sigmoid", show_default=True),
     click.option("--v-law", type=click.Choice(["rademacher", "uniform", "gaussian"]), default="rademacher", show_default=True, help="Law of the entries of V_0 (A-8)."),
     click.option("--step", default=None, callback=_parse_step,

@@ -22,7 +22,7 @@ from .activations import Activation, get_activation
 Params = dict[str, Tensor]
 Pullback = Callable[[Tensor], "dict[str, Tensor | RankOne]"]
 
-TRAINABLE = ("W", "WV")
+TRAINABLE = ("W", "WV", "V")
 V_LAWS = ("rademacher", "uniform", "gaussian")
 
 
@@ -154,7 +154,8 @@ class TwoLayerDIP(Network):
 
     Initialization follows A-6..A-8: u uniform on S^{d−1}, W_0 iid N(0, 1), V_0 with iid centered
     unit-variance entries (Rademacher by default, D = 1). ``train`` picks the trained layers: "W"
-    (the hidden layer only, V = V_0 fixed, as in the paper's experiments) or "WV".
+    (the hidden layer only, V = V_0 fixed, as in the paper's experiments), "WV", or "V" (the output
+    layer only: a linear model in V, whose Jacobian does not depend on θ).
 
     With ``parametrization="reduced"`` (default) W is represented by z = W u ∈ R^k: every
     W-gradient is r uᵀ, so gradient methods keep W(I − u uᵀ) = W_0(I − u uᵀ) and the dynamics of z
@@ -229,10 +230,16 @@ class TwoLayerDIP(Network):
 
     @property
     def trains_v(self) -> bool:
-        return self.train == "WV"
+        return "V" in self.train
+
+    @property
+    def trains_w(self) -> bool:
+        return "W" in self.train
 
     def initial_params(self) -> Params:
-        params = {"z": self.z0.clone()} if self.parametrization == "reduced" else {"W": self.W0.clone()}
+        params = {}
+        if self.trains_w:
+            params = {"z": self.z0.clone()} if self.parametrization == "reduced" else {"W": self.W0.clone()}
         if self.trains_v:
             params["V"] = self.V0.clone()
         return params
@@ -241,13 +248,17 @@ class TwoLayerDIP(Network):
         """z = W u, shape (batch, k)."""
         if "z" in params:
             return params["z"]
-        return torch.einsum("bkd,bd->bk", params["W"], self.u)
+        if "W" in params:
+            return torch.einsum("bkd,bd->bk", params["W"], self.u)
+        return self.z0
 
     def weights(self, params: Params) -> tuple[Tensor, Tensor]:
         """(W, V) in the original parametrization of eq. (9)."""
         V = params.get("V", self.V0)
         if "W" in params:
             return params["W"], V
+        if "z" not in params:
+            return self.W0, V
         W = self.W0 + (params["z"] - self.z0).unsqueeze(-1) * self.u.unsqueeze(-2) / self.u.pow(2).sum(-1)[:, None, None]
         return W, V
 
@@ -256,16 +267,18 @@ class TwoLayerDIP(Network):
         return _matvec(params.get("V", self.V0), h) * self._scale
 
     def forward(self, params: Params) -> tuple[Tensor, Pullback]:
-        if self.parametrization == "full":
+        if self.parametrization == "full" and self.trains_w:
             return super().forward(params)
-        z = params["z"]
+        z = self.hidden(params)
         V = params.get("V", self.V0)
         h = self.activation(z)
         x = _matvec(V, h) * self._scale
 
         def pullback(w: Tensor) -> dict[str, Tensor | RankOne]:
-            vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1) * self._scale  # Vᵀw/√k, (b, k)
-            grads: dict[str, Tensor | RankOne] = {"z": vt_w * self.activation.derivative_at(z, h)}
+            grads: dict[str, Tensor | RankOne] = {}
+            if self.trains_w:
+                vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1) * self._scale  # Vᵀw/√k, (b, k)
+                grads["z"] = vt_w * self.activation.derivative_at(z, h)
             if self.trains_v:
                 grads["V"] = RankOne(w * self._scale, h)
             return grads
@@ -273,12 +286,15 @@ class TwoLayerDIP(Network):
         return x, pullback
 
     def ntk_matvec(self, params: Params, w: Tensor) -> Tensor:
-        """Closed form (theory.md §2.3): J Jᵀ = V D² Vᵀ/k, plus (‖φ(z)‖²/k) I when V trains."""
+        """Closed form (theory.md §2.3): J Jᵀ = V D² Vᵀ/k when W trains, plus (‖φ(z)‖²/k) I when V
+        trains."""
         z = self.hidden(params)
         V = params.get("V", self.V0)
-        dphi2 = self.activation.derivative(z) ** 2
-        vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1)
-        out = _matvec(V, dphi2 * vt_w) / self.k
+        out = torch.zeros_like(w)
+        if self.trains_w:
+            dphi2 = self.activation.derivative(z) ** 2
+            vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1)
+            out = _matvec(V, dphi2 * vt_w) / self.k
         if self.trains_v:
             out = out + self.activation(z).pow(2).sum(-1, keepdim=True) / self.k * w
         return out
