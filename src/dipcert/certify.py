@@ -206,7 +206,7 @@ def _jacobian(net: Network, params: Params) -> Tensor:
 
 
 def hessian_norm_estimate(
-    problem: Problem, net: Network, loss: Loss, iters: int = 30, rtol: float = 1e-3
+    problem: Problem, net: Network, loss: Loss, iters: int = 10, rtol: float = 1e-3
 ) -> np.ndarray:
     """‖∇²_θ L_y(A g(u, θ_0))‖ by power iteration on Hessian-vector products (autograd).
 
@@ -366,7 +366,7 @@ def certify_forms(
     *,
     step: float | None = None,
     loss: Loss | None = None,
-    hessian_iters: int = 30,
+    hessian_iters: int = 10,
     hessian_safety: float = 2.0,
     paper_constant: float = 1.0,
     corollary_constants: tuple[float, float] = (1.0, 1.0),

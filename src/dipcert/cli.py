@@ -136,7 +136,7 @@ def solve(out_dir: str, quiet: bool, **options) -> None:
 @main.command()
 @problem_options
 @click.option("--dist", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Assumed dist(x̄, Σ') in the recovery bound (8).")
-@click.option("--hessian-iters", type=int, default=30, show_default=True, callback=_positive, help="Power iterations for the Hessian estimate of L.")
+@click.option("--hessian-iters", type=int, default=10, show_default=True, callback=_positive, help="Power iterations for the Hessian estimate of L.")
 @click.option("--paper-constant", type=float, default=1.0, show_default=True, callback=_positive, help="The unknown constant of the paper's estimate (10) of L.")
 @click.option("--corollary-constants", type=float, nargs=2, default=(1.0, 1.0), show_default=True, help="C and C' of Corollary III.2.")
 @click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
