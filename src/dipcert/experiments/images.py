@@ -176,6 +176,9 @@ def plot_fig4(config: Config, rows: list[dict], arrays: dict[str, dict], path) -
     ax.plot(it, a["error"], label=r"$\|x_\tau - \bar x\|$")
     label = "bound (8)" + ("" if r["condition_4"] else ": (4) does not hold here, drawn for reference")
     ax.plot(it, a["error_bound"], "--", label=label)
+    # A injective: ‖x − x̄‖ ≤ ‖A(x − x̄)‖/σ_A ≤ (‖y_τ − y‖ + ‖ε‖)/σ_A for every x, with ‖y_τ − y‖ = √(2 L_y(y_τ))
+    posterior = (np.sqrt(2 * a["loss"]) + r["noise_norm"]) / r["sigma_A"]
+    ax.plot(it, posterior, "-.", label=r"a posteriori (8): $(\|y_\tau - y\| + \|\varepsilon\|)/\sigma_A$")
     ax.axhline(r["noise_norm"] / r["sigma_A"], color="gray", lw=0.8, ls=":", label=r"$\|\varepsilon\|/\sigma_{A}$")
     ax.set_xscale("log")
     ax.set_yscale("log")
