@@ -257,3 +257,21 @@ def test_output_layer_only_is_linear_and_certified_exactly():
     assert cert.holds[0]
     result = train(problem, net, GradientDescent(float(cert["step"].value[0])), max_iters=300)
     assert np.all(result.history.loss[:, 0] <= cert.loss_bound(result.history.iteration)[:, 0] * (1 + 1e-9))
+
+
+def test_sublevel_smoothness_bound_dominates_the_hessian_on_the_sublevel_set():
+    """L̂ (docs/theory.md §2.3) bounds the Hessian along a GD run that stays in {L ≤ L_0}."""
+    problem = gaussian_problem(3, 2, [0])
+    net = _net(problem, 30, [0], d=2)
+    cert = certify(problem, net)
+    L_hat = cert["L_sublevel"].value[0]
+    A, V = problem.operator.to_dense()[0], net.V0[0]
+    r0 = (A @ net.function(net.initial_params())[0] - problem.y[0]).norm()
+    expected = (net.activation.B1**2 / net.k) * torch.linalg.matrix_norm(A @ V, 2) ** 2 + (
+        net.activation.B2 / math.sqrt(net.k)) * (A @ V).norm(dim=0).max() * r0
+    assert L_hat == pytest.approx(expected.item(), rel=1e-10)
+    result = train(problem, net, GradientDescent(0.9 / L_hat), max_iters=200)
+    assert np.all(np.diff(result.history.loss[:, 0]) <= 1e-12)  # stays in the sublevel set
+    assert _dense_hessian_norm(problem, net, result.params) <= L_hat
+    assert _dense_hessian_norm(problem, net, net.initial_params()) <= L_hat
+    assert cert["L_sublevel"].kind == "estimate"

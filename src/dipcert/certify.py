@@ -248,6 +248,29 @@ def smoothness_bound_on_ball(
     return norm_A**2 * (sigma_max_J + lip_rho) ** 2 + norm_A * lip * residual
 
 
+def smoothness_bound_on_sublevel_set(problem: Problem, net: TwoLayerDIP, residual0: np.ndarray) -> np.ndarray:
+    """L̂ = (B1²/k)‖A V₀‖² + (B2/√k)·max_i ‖A v_i(0)‖·‖y₀ − y‖ (docs/theory.md §2.3; W trained, MSE).
+
+    It bounds the Hessian of z ↦ ½‖A V₀ φ(z)/√k − y‖² wherever ‖A g − y‖ ≤ ‖y₀ − y‖, i.e. on the
+    sublevel set {L_y ≤ L_y(y₀)}; gradient descent need not keep the segments between its iterates
+    in that set, so it is reported as an estimate. ‖A V₀‖ is exact (eigenvalues of the m×m matrix
+    A V₀ V₀ᵀ Aᵀ); A is applied to the k columns of V₀ in blocks.
+    """
+    op, k = problem.operator, net.k
+    batch, m = net.batch, problem.m
+    gram = torch.zeros(batch, m, m, dtype=torch.float64, device=net.device)
+    col_max = torch.zeros(batch, dtype=torch.float64, device=net.device)
+    chunk = max(1, (1 << 22) // max(m, net.n) // batch)
+    for start in range(0, k, chunk):
+        cols = net.V0[:, :, start : start + chunk].permute(2, 0, 1)  # (c, batch, n)
+        av = op.forward_flat(cols).double().permute(1, 0, 2)  # (batch, c, m): A v_i
+        gram.baddbmm_(av.transpose(1, 2), av)
+        col_max = torch.maximum(col_max, av.norm(dim=-1).amax(-1))
+    norm_AV_sq = torch.linalg.eigvalsh(gram)[:, -1].cpu().numpy()
+    act = net.activation
+    return act.B1**2 / k * norm_AV_sq + act.B2 / math.sqrt(k) * col_max.cpu().numpy() * residual0
+
+
 # ---------------------------------------------------------------- the certificate
 
 
@@ -410,6 +433,9 @@ def certify_forms(
         raise ValueError("hessian_iters must be > 0 when L has no certified bound (it is then the only estimate)")
     else:
         hess = np.full(batch, math.nan)
+    L_sublevel = None
+    if isinstance(network, TwoLayerDIP) and isinstance(loss, MSELoss) and network.train == "W":
+        L_sublevel = smoothness_bound_on_sublevel_set(problem, network, residual0)
 
     def assemble(lipschitz_form: str | None) -> Certificate:
         q = dict(shared)
@@ -440,6 +466,9 @@ def certify_forms(
         if k is not None:
             L_paper = paper_constant * (norm_A**2 * n / k + norm_A * residual0 * math.sqrt(n / k))
             q["L_paper"] = _q(L_paper, "estimate", f"(10) with its unknown constant set to {paper_constant}")
+        if L_sublevel is not None:
+            q["L_sublevel"] = _q(L_sublevel, "estimate",
+                                 "Hessian bound on the sublevel set {L <= L_0} (docs/theory.md 2.3); iterates may leave it")
         q["L_hessian"] = _q(hess, "estimate", f"Hessian power iteration at theta_0 x safety {hessian_safety}")
 
         gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
