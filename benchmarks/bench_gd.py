@@ -106,7 +106,8 @@ def trainer(problem, network, iters: int, record_every: int) -> Callable[[], Non
     return fn
 
 
-def build(iters: int, reps: int) -> list[Item]:
+def build(iters: int, reps: int) -> tuple[list[Item], int]:
+    """The items to time, and the size of V in bytes."""
     op = GaussianBlur(SHAPE, SIGMA, dtype=torch.float32)
     problem = image_problem(load_image("builtin:camera", SHAPE), op)
     n = op.in_size
@@ -162,7 +163,7 @@ def ratio(times: dict, a: str, b: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds, N = 8 (about 20 s instead of 1-2 min)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, N = 8 (about 10 s on an idle machine, instead of about 1 min)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     parser.add_argument("--rounds", type=int, help="rounds of measurements (default 3 with --quick, else 9)")

@@ -491,14 +491,13 @@ def certify_forms(
             R_prime = 2 * nu1 * psi0 / (sigma_A * sigma_J)
         q["R_prime"] = _q(R_prime, "upper bound" if certified_L else "estimate", "2 nu1 psi(L_y(y_0))/(sigma_A sigma_J), (5)")
 
-        decidable = certified_L
         holds = (sigma_J > 0) & (R_prime < R) & (gl < 1)
         q["condition_4"] = _q(
-            np.where(holds, 1.0, 0.0) if decidable else np.full(batch, math.nan), "verdict",
+            np.where(holds, 1.0, 0.0) if certified_L else np.full(batch, math.nan), "verdict",
             "sigma_J > 0, R' < R and step < 1/L, from exact values and bounds only"
-            if decidable else "L or Lip(J) is only estimated for this loss/network",
+            if certified_L else "L or Lip(J) is only estimated for this loss/network",
         )
-        q["margin"] = _q(R - R_prime, "lower bound" if decidable else "estimate", "R - R'")
+        q["margin"] = _q(R - R_prime, "lower bound" if certified_L else "estimate", "R - R'")
 
         # Recovery (8): λ = σ_min(A) when A is injective; otherwise A-5 cannot be checked.
         injective = op.injective()
@@ -515,7 +514,7 @@ def certify_forms(
         with np.errstate(divide="ignore", invalid="ignore"):
             target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
             tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
-        q["tau_eps"] = _q(tau_eps, "upper bound" if decidable else "estimate",
+        q["tau_eps"] = _q(tau_eps, "upper bound" if certified_L else "estimate",
                           "iterations after which ||y_tau - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
 
         # Corollary III.2: a sufficient width, up to the unknown constants C, C' (MSE: L_{L,0} = 1).
