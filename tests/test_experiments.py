@@ -171,6 +171,6 @@ def test_reproduce_fig2_quick(tmp_path):
     paths = reproduce("fig2", "quick", tmp_path)
     summary = json.loads(paths["manifest"].read_text())["summary"]
     for key in ("by_n", "by_k"):
-        for value, entry in summary[key].items():
+        for entry in summary[key].values():
             probs = entry["probability"]
             assert float(probs["2.0"]) <= float(probs["0.0"])  # too large a step stops converging

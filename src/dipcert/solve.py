@@ -9,7 +9,6 @@ This is what ``dipcert solve`` runs; it is usable from Python as well::
 from __future__ import annotations
 
 import dataclasses
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,14 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__
 from .certify import Certificate, certify
 from .images import load_image, psnr, save_png, ssim
 from .networks import TwoLayerDIP
-from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Matrix, Spectral
+from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Spectral
 from .optim import GradientDescent, TrainResult, train
 from .problems import Problem, gaussian_problem, image_problem
-from .report import summary_figure, write_csv, write_json
+from .report import summary_figure, versions, write_csv, write_json
 from .seeding import derive_seed
 from .steps import auto_step
 
@@ -194,13 +192,6 @@ def solve(config: SolveConfig, callback: Callable[[int, torch.Tensor], None] | N
     return outcome
 
 
-def _versions() -> dict:
-    return {
-        "dipcert": __version__, "torch": torch.__version__, "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def observation_image(problem: Problem, run: int = 0) -> np.ndarray | None:
     """The observation as a picture: y itself when it has the image's shape, else Aᵀy (zero-filled)."""
     if problem.image_shape is None:
@@ -249,7 +240,7 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
             "operator": problem.operator.describe(),
             "training": result.config,
         },
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-import platform
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -26,9 +25,8 @@ from typing import Callable, Hashable, Sequence
 import numpy as np
 import torch
 
-from .. import __version__
 from ..fileio import atomic_output, atomic_write_text
-from ..report import dumps, write_csv
+from ..report import dumps, versions, write_csv
 
 Row = dict[str, object]
 
@@ -61,11 +59,6 @@ class Cell:
 
 class ConfigMismatch(ValueError):
     """The output folder holds results of another configuration."""
-
-
-def versions() -> dict:
-    return {"dipcert": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
 
 
 class ResultStore:

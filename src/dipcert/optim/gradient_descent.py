@@ -1,7 +1,6 @@
 """Gradient descent (2): θ_{τ+1} = θ_τ − γ ∇_θ L_y(A g(u, θ_τ))."""
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
