@@ -130,3 +130,16 @@ def test_rank_one_update_equals_dense():
 def test_bad_network_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TwoLayerDIP(**kwargs)
+
+
+def test_row_block_products_equal_single_products(monkeypatch):
+    """Large V: products over row blocks of V agree with plain products."""
+    import dipcert.networks as nets
+
+    gen = torch.Generator().manual_seed(0)
+    M = torch.randn(2, 64, 300, generator=gen, dtype=torch.float64)
+    v, w = torch.randn(2, 300, generator=gen, dtype=torch.float64), torch.randn(2, 64, generator=gen, dtype=torch.float64)
+    monkeypatch.setattr(nets, "BLOCKED_FROM", 1)
+    assert nets._blocks(M) == nets.ROW_BLOCKS
+    torch.testing.assert_close(nets._matvec(M, v), torch.einsum("bnk,bk->bn", M, v), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(nets._rmatvec(M, w), torch.einsum("bnk,bn->bk", M, w), rtol=1e-12, atol=1e-12)

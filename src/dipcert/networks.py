@@ -45,19 +45,52 @@ class RankOne:
         return self.left.pow(2).sum(-1) * self.right.pow(2).sum(-1)
 
 
+#: Batches up to this size apply rank-one updates run by run (see :func:`add_scaled_`).
+_PER_RUN_UPDATES = 4
+
+
 def add_scaled_(param: Tensor, grad: Tensor | RankOne, scale: Tensor) -> None:
     """In place ``param += scale[b] * grad[b]`` for every run b (``scale`` has shape (batch,))."""
     if isinstance(grad, RankOne):
         left = grad.left * scale.unsqueeze(-1)
-        param.baddbmm_(left.unsqueeze(-1), grad.right.unsqueeze(-2))
+        if len(left) <= _PER_RUN_UPDATES:  # addr_ uses every core, one batched baddbmm_ only one
+            for b in range(len(left)):
+                param[b].addr_(left[b], grad.right[b])
+        else:
+            param.baddbmm_(left.unsqueeze(-1), grad.right.unsqueeze(-2))
     else:
         param.add_(grad * scale.view(-1, *([1] * (grad.dim() - 1))))
+
+
+#: Row blocks a product with a large V is split into (see :func:`_blocks`).
+ROW_BLOCKS = 8
+#: Entries per run of V from which the products use row blocks.
+BLOCKED_FROM = 1 << 20
+
+
+def _blocks(M: Tensor) -> int:
+    """How many row blocks to view M (batch, n, k) as: MKL computes a single matrix-vector product
+    on one core, a batch of them on all cores; viewing each V as ``ROW_BLOCKS`` row blocks (a free
+    view) makes the products of a small batch use every core (measured in benchmarks/RESULTS.md)."""
+    n, k = M.shape[1], M.shape[2]
+    return ROW_BLOCKS if n * k >= BLOCKED_FROM and n % ROW_BLOCKS == 0 and M.is_contiguous() else 1
 
 
 def _matvec(M: Tensor, v: Tensor) -> Tensor:
     """M[b] @ v[b] for M (batch, n, k), v (batch, k), computed as vᵀMᵀ: PyTorch's batched
     matrix-vector product is several times slower than this row-vector form on CPU."""
-    return torch.bmm(v.unsqueeze(1), M.transpose(1, 2)).squeeze(1)
+    c = _blocks(M)
+    b, n, k = M.shape
+    rows = torch.bmm(v.repeat_interleave(c, 0).unsqueeze(1), M.view(b * c, n // c, k).transpose(1, 2))
+    return rows.view(b, n)
+
+
+def _rmatvec(M: Tensor, w: Tensor) -> Tensor:
+    """M[b]ᵀ @ w[b] for M (batch, n, k), w (batch, n), over the same row blocks (partial sums added)."""
+    c = _blocks(M)
+    b, n, k = M.shape
+    parts = torch.bmm(w.reshape(b * c, 1, n // c), M.view(b * c, n // c, k))
+    return parts.view(b, c, k).sum(1)
 
 
 def _check_positive_int(name: str, value: int) -> int:
@@ -277,7 +310,7 @@ class TwoLayerDIP(Network):
         def pullback(w: Tensor) -> dict[str, Tensor | RankOne]:
             grads: dict[str, Tensor | RankOne] = {}
             if self.trains_w:
-                vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1) * self._scale  # Vᵀw/√k, (b, k)
+                vt_w = _rmatvec(V, w) * self._scale  # Vᵀw/√k, (b, k)
                 grads["z"] = vt_w * self.activation.derivative_at(z, h)
             if self.trains_v:
                 grads["V"] = RankOne(w * self._scale, h)
@@ -293,8 +326,7 @@ class TwoLayerDIP(Network):
         out = torch.zeros_like(w)
         if self.trains_w:
             dphi2 = self.activation.derivative(z) ** 2
-            vt_w = torch.bmm(w.unsqueeze(1), V).squeeze(1)
-            out = _matvec(V, dphi2 * vt_w) / self.k
+            out = _matvec(V, dphi2 * _rmatvec(V, w)) / self.k
         if self.trains_v:
             out = out + self.activation(z).pow(2).sum(-1, keepdim=True) / self.k * w
         return out
