@@ -83,7 +83,7 @@ def jacobian_gram(net: Network, params: Params | None = None) -> Tensor:
     """J_g(θ) J_g(θ)ᵀ (θ = θ_0 by default), float64, shape (batch, n, n)."""
     if params is None and isinstance(net, TwoLayerDIP):
         return _two_layer_gram(net)
-    return _generic_gram(net, params if params is not None else net.initial_params())
+    return _generic_gram(net, params if params is not None else net.initial_state())
 
 
 def _extreme_eigenvalues(gram: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +172,7 @@ def sampled_lipschitz(
     """max ‖J(θ) − J(θ')‖/‖θ − θ'‖ over random pairs in B(θ_0, radius): a *lower* estimate of
     Lip_{B(θ_0, radius)}(J_g), per run. Jacobians are formed row by row (small n only)."""
     gen = generator or torch.Generator().manual_seed(0)
-    theta0 = net.initial_params()
+    theta0 = net.initial_state()
     radius = torch.as_tensor(np.broadcast_to(radius, (net.batch,)).copy(), dtype=net.dtype, device=net.device)
     best = np.zeros(net.batch)
     for _ in range(pairs):
@@ -214,7 +214,7 @@ def hessian_norm_estimate(
     region, so this is an *estimate* that may fall below the true L.
     """
     op, y = problem.operator, problem.y
-    params = net.initial_params()
+    params = net.initial_state()
 
     def objective(p: Params) -> Tensor:
         return loss.value(op.forward_flat(net.function(p)), y).sum()
@@ -415,7 +415,7 @@ def certify_forms(
     shared["sigma_A"] = _q(sigma_A, "exact", "smallest non-zero singular value of A")
     shared["norm_A"] = _q(norm_A, "exact", "largest singular value of A")
 
-    params0 = network.initial_params()
+    params0 = network.initial_state()
     y0 = op.forward_flat(network.function(params0))
     loss0 = loss.value(y0, y).double().cpu().numpy()
     residual0 = (y0 - y).double().norm(dim=-1).cpu().numpy()

@@ -129,8 +129,12 @@ class Network(ABC):
     batch: int
 
     @abstractmethod
+    def initial_state(self) -> Params:
+        """The trainable parameters θ_0 as the network holds them (not a copy: do not modify)."""
+
     def initial_params(self) -> Params:
-        """A fresh copy of the trainable parameters θ_0."""
+        """A fresh copy of θ_0, to train."""
+        return {name: p.clone() for name, p in self.initial_state().items()}
 
     @abstractmethod
     def function(self, params: Params) -> Tensor:
@@ -269,12 +273,12 @@ class TwoLayerDIP(Network):
     def trains_w(self) -> bool:
         return "W" in self.train
 
-    def initial_params(self) -> Params:
+    def initial_state(self) -> Params:
         params = {}
         if self.trains_w:
-            params = {"z": self.z0.clone()} if self.parametrization == "reduced" else {"W": self.W0.clone()}
+            params = {"z": self.z0} if self.parametrization == "reduced" else {"W": self.W0}
         if self.trains_v:
-            params["V"] = self.V0.clone()
+            params["V"] = self.V0
         return params
 
     def hidden(self, params: Params) -> Tensor:
@@ -381,8 +385,8 @@ class MLP(Network):
         self.u = torch.stack(u).to(**to)
         self._initial = {f"W{i + 1}": torch.stack(ws).to(**to) for i, ws in enumerate(layers)}
 
-    def initial_params(self) -> Params:
-        return {name: w.clone() for name, w in self._initial.items()}
+    def initial_state(self) -> Params:
+        return self._initial
 
     def _select(self, indices: Tensor) -> None:
         self.u = self.u[indices]

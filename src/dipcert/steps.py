@@ -27,7 +27,7 @@ def gauss_newton_sqnorm(
     runs of its batch. Power iteration approaches the top eigenvalue from below: a lower estimate.
     """
     op = problem.operator
-    params = network.initial_params()
+    params = network.initial_state()
     gen = generator or torch.Generator().manual_seed(0)
     # the same start for every run, so that a run's estimate does not depend on its batch
     w = torch.randn(op.out_size, generator=gen, dtype=torch.float64).to(problem.y).expand(problem.batch, -1)

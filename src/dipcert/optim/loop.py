@@ -218,7 +218,7 @@ class _WorkingSet:
     def __init__(self, problem: Problem, network: Network, method: Method) -> None:
         self.problem, self.network, self.method = problem, network, method
         self.params = network.initial_params()
-        self.initial = {name: p.clone() for name, p in self.params.items()}
+        self.initial = network.initial_state()  # θ_0, for ‖θ − θ_0‖: the network's own, not a copy
         self.size = network.batch
         self.index = torch.arange(self.size, device=problem.y.device)
         self.active = torch.ones(self.size, dtype=torch.bool, device=problem.y.device)
@@ -241,7 +241,7 @@ class _WorkingSet:
         self._store(drop, x)
         self.problem, self.network = self.problem.select(keep), self.network.select(keep)
         self.params = {name: p[keep] for name, p in self.params.items()}
-        self.initial = {name: p[keep] for name, p in self.initial.items()}
+        self.initial = self.network.initial_state()
         self.method.select(keep)
         self.index, self.active, self.limit = self.index[keep], self.active[keep], self.limit[keep]
 
