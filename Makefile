@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_gd.py
+	$(BIN)/python benchmarks/bench_methods.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -275,3 +275,57 @@ def test_sublevel_smoothness_bound_dominates_the_hessian_on_the_sublevel_set():
     assert _dense_hessian_norm(problem, net, result.params) <= L_hat
     assert _dense_hessian_norm(problem, net, net.initial_params()) <= L_hat
     assert cert["L_sublevel"].kind == "estimate"
+
+
+@pytest.mark.parametrize("case", ["gaussian n5 m2, W", "well-conditioned n4 noisy, W"])
+def test_gradient_flow_stays_below_its_bounds_when_condition_4_holds(case):
+    """theory.md §3.1: with ν1 = 1 and t for ν2 τ, the flow's loss, distance and error curves (6)-(8)
+    bound the trajectory integrated by RK45 (tight tolerances)."""
+    from dipcert.optim import GradientFlow
+
+    build, k, train_layers = CASES[case]
+    problem = build()
+    net = _net(problem, k, list(range(problem.batch)), train=train_layers)
+    cert = certify(problem, net, dynamics="flow", hessian_iters=0)
+    assert cert["nu1"].kind == "exact" and np.all(cert["nu1"].value == 1)
+    ok = cert.holds
+    assert ok.sum() >= 2, cert.report()
+    result = train(problem, net, GradientFlow(rtol=1e-9, atol=1e-12), max_iters=150, loss_tol=1e-12)
+    h = result.history
+    for run in np.flatnonzero(ok):
+        cols = h.columns(run)
+        bounds = cert.bounds_at(cols["time"])
+        assert np.all(cols["loss"] <= bounds["loss_bound"][:, run] * (1 + 1e-7))
+        assert np.all(cols["param_dist"] <= bounds["param_bound"][:, run])
+        if "error_bound" in bounds:
+            assert np.all(cols["error"] <= bounds["error_bound"][:, run] * (1 + 1e-7))
+
+
+def test_gradient_flow_bound_is_the_mse_closed_form():
+    """MSE: L(t) ≤ L_0 exp(−σ_A²σ_J² t/2) and R' = 2‖y_0 − y‖/(σ_Aσ_J) (theory.md §3.1)."""
+    problem = gaussian_problem(5, 2, [0])
+    cert = certify(problem, _net(problem, 1000, [0]), dynamics="flow", hessian_iters=0)
+    q = {name: cert[name].value[0] for name in cert.quantities}
+    t = np.array([0.0, 3.0, 50.0])
+    a = q["sigma_A"] ** 2 * q["sigma_min_J0"] ** 2
+    np.testing.assert_allclose(cert.loss_bound(t)[:, 0], q["loss0"] * np.exp(-a * t / 2), rtol=1e-12)
+    assert q["R_prime"] == pytest.approx(2 * math.sqrt(2 * q["loss0"]) / (q["sigma_A"] * q["sigma_min_J0"]), rel=1e-12)
+    assert math.isnan(q["step"]) and "step_max" not in cert.quantities
+
+
+@pytest.mark.parametrize("method_name", ["heavy-ball", "gradient-difference", "inna", "inertial-flow", "adam"])
+def test_a_posteriori_bound_holds_for_every_method(method_name):
+    """For an injective A and the MSE, (‖y_τ − y‖ + ‖ε‖)/σ_A bounds ‖x_τ − x̄‖ along any trajectory."""
+    from dipcert.methods import MethodSettings, build_method
+
+    problem = _square_problem(4, [0, 1], 0.3, True)
+    settings = MethodSettings(method_name)
+    net = _net(problem, 2000, [0, 1], train="W", parametrization="reduced" if settings.commutes_with_reduction else "full")
+    cert = certify(problem, net, dynamics="a-posteriori", hessian_iters=0)
+    assert math.isnan(cert["condition_4"].value[0]) and "R_prime" not in cert.quantities
+    method, _ = build_method(settings, problem, net)
+    result = train(problem, net, method, max_iters=200)
+    h = result.history
+    bound = cert.a_posteriori_error_bound(h.loss)
+    assert np.all(h.error <= bound * (1 + 1e-9))
+    assert np.all(h.loss[-1] < 1e-2 * h.loss[0])  # the runs trained, so the bound was tested where it tightens

@@ -190,3 +190,82 @@ def test_certify_bad_input(tmp_path):
     _assert_clean_error(result, "radius-free Lipschitz bound holds only when V is fixed")
     result = CliRunner().invoke(main, ["certify", "--step", "fast"])
     _assert_clean_error(result, "--step")
+
+
+GAUSSIAN = ["--signal", "gaussian", "--n", "5", "--m", "2", "--width", "1000", "--loss-tol", "1e-10", "--quiet"]
+
+
+@pytest.mark.parametrize("method", ["gd", "heavy-ball", "nesterov", "adam", "gradient-difference", "inna",
+                                    "gradient-flow", "inertial-flow"])
+def test_solve_every_method(tmp_path, method):
+    result = _run([*GAUSSIAN, "--method", method], tmp_path)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["status"] == "converged"
+    assert metrics["config"]["training"]["method"]["name"] == method
+    assert metrics["config"]["network"]["parametrization"] == ("full" if method == "adam" else "reduced")
+    history = np.genfromtxt(tmp_path / "out" / "history.csv", delimiter=",", names=True)
+    assert history["evaluations"][-1] == metrics["gradient_evaluations"] >= metrics["iterations"]
+    assert ("time" in history.dtype.names) == (method in ("gradient-difference", "inna", "gradient-flow", "inertial-flow"))
+    for name, entry in metrics["hyperparameters"].items():
+        assert "rule" in entry or name == "solver", name
+
+
+def test_solve_inertial_options_and_a_posteriori_bound(tmp_path):
+    result = _run(["--signal", "gaussian", "--n", "4", "--width", "2000", "--noise-std", "0.3", "--quiet",
+                   "--method", "gradient-difference", "--alpha", "0.5", "--beta", "0.1", "--adaptive-step",
+                   "--step", "0.5", "--iters", "300", "--certify"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "no a-priori certificate" in result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    hyper = metrics["hyperparameters"]
+    assert hyper["alpha"] == {"value": 0.5, "rule": "user"} and hyper["beta"]["value"] == 0.1
+    assert "adaptive" in hyper["step"]["rule"]
+    history = np.genfromtxt(tmp_path / "out" / "history.csv", delimiter=",", names=True)
+    assert np.all(history["error"] <= history["error_bound_a_posteriori"] * (1 + 1e-9))
+
+
+def test_solve_gradient_flow_certificate_in_time(tmp_path):
+    result = _run(["--signal", "gaussian", "--n", "5", "--m", "2", "--width", "100000", "--iters", "200",
+                   "--method", "gradient-flow", "--certify", "--quiet"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "gradient-flow version of Theorem III.1 (as reconstructed" in result.output
+    history = np.genfromtxt(tmp_path / "out" / "history.csv", delimiter=",", names=True)
+    assert np.all(history["loss"] <= history["loss_bound"] * (1 + 1e-7))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["certificate"]["settings"]["dynamics"] == "flow" and metrics["step"] is None
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--method", "newton"], ["Invalid value for '--method'"]),
+        (["--method", "gradient-flow", "--step", "0.1"], ["no step size", "adaptive ODE solver"]),
+        (["--method", "heavy-ball", "--step", "certified"], ["certified exists for gd"]),
+        (["--method", "gd", "--adaptive-step"], ["--adaptive-step does not apply to --method gd"]),
+        (["--method", "gd", "--alpha", "1"], ["--alpha does not apply"]),
+        (["--method", "inna", "--momentum", "0.5"], ["--momentum does not apply"]),
+        (["--method", "nesterov", "--rtol", "1e-3"], ["--ode-solver/--rtol/--atol does not apply"]),
+        (["--method", "inna", "--beta", "0"], ["INNA needs beta > 0"]),
+        (["--method", "inertial-flow", "--alpha", "-1"], ["--alpha", "finite number >= 0"]),
+        (["--method", "heavy-ball", "--momentum", "1"], ["--momentum"]),
+        (["--method", "gradient-flow", "--rtol", "0"], ["--rtol", "must be > 0"]),
+    ],
+)
+def test_method_bad_input(tmp_path, args, fragments):
+    _assert_clean_error(_run([*GAUSSIAN, *args], tmp_path), *fragments)
+
+
+def test_inertial_divergence_exits_with_code(tmp_path):
+    result = _run([*SMALL, "--method", "heavy-ball", "--step", "1e6"], tmp_path)  # W and V trained: unbounded
+    assert result.exit_code == EXIT_DIVERGED, result.output
+    assert "diverged" in result.output
+
+
+def test_certify_gradient_flow(tmp_path):
+    result = CliRunner().invoke(main, ["certify", "--signal", "gaussian", "--n", "5", "--m", "2", "--k", "100000",
+                                       "--method", "gradient-flow", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["nu1"] == 1 and data["kinds"]["nu1"] == "exact" and data["settings"]["dynamics"] == "flow"
+    assert data["condition_4"] is True and "step_max" not in data

@@ -170,7 +170,34 @@ def test_reproduce_fig2_quick(tmp_path):
 
     paths = reproduce("fig2", "quick", tmp_path)
     summary = json.loads(paths["manifest"].read_text())["summary"]
+    assert set(summary["by_k"]) == {"100", "1000"}  # k = 10^3 comes from the n = 5 group of the main panel
     for key in ("by_n", "by_k"):
         for entry in summary[key].values():
             probs = entry["probability"]
             assert float(probs["2.0"]) <= float(probs["0.0"])  # too large a step stops converging
+
+
+def test_reproduce_inertia_quick(tmp_path):
+    """The quick inertia comparison: every method reaches the loss tolerance on the Gaussian problem,
+    the tuned inertial schemes need fewer gradient evaluations than gradient descent with its
+    certified step, a well-chosen α beats a large one, and the image problem's error curves fall."""
+    from dipcert.experiments import reproduce
+    from dipcert.experiments.inertia import ROSTER
+
+    paths = reproduce("inertia", "quick", tmp_path)
+    summary = json.loads(paths["manifest"].read_text())["summary"]
+    gaussian = summary["gaussian"]
+    assert set(ROSTER) <= set(gaussian)
+    for label, entry in gaussian.items():
+        assert entry["reached"] == "3/3", (label, entry)
+    speedup = summary["gaussian_speedup_over_gd_certified"]
+    for label in ("C1", "C1 adaptive", "C2 adaptive", "heavy ball", "nesterov"):
+        assert speedup[label] >= 3, (label, speedup[label])
+    # the companion paper's observation: α matters (here α = 0.3 against α = 3, β = 0, in time t)
+    assert gaussian["DIN alpha=0.3 beta=0"]["median_time"] < gaussian["DIN alpha=3 beta=0"]["median_time"]
+    image = summary["image"]
+    for label in ("gd 1/L", "C1", "C2", "nesterov"):  # tuned steps go further than the certified one
+        assert image[label]["min_error"] < 0.5 * image["gd certified"]["min_error"], label
+    rows = list(csv.DictReader(paths["table"].open()))
+    assert len(rows) == 3 * (len(ROSTER) + 3) + len(ROSTER)
+    assert paths["figure"].stat().st_size > 10_000

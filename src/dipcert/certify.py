@@ -13,6 +13,10 @@ Every number carries a *kind*:
 The condition is checked conservatively: σ_J is exact, R is the radius certified by an *upper*
 bound on Lip_{B(θ_0, R)}(J_g) (so the theorem's R is at least as large), R' uses an *upper* bound on
 L through ν1 (increasing in γL). References: the paper's (4)-(10), docs/theory.md §2-3.
+
+``dynamics="flow"`` gives the gradient-flow version (theory.md §3.1): ν1 = 1, the time t in place
+of ν2 τ, no step condition. For any method and any iterate, :meth:`Certificate.a_posteriori_error_bound`
+turns the observed loss into a bound on ‖x_τ − x̄‖ (MSE, A injective; theory.md §4.2).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .networks import Network, Params, RankOne, TwoLayerDIP
 from .problems import Problem
 
 KINDS = ("exact", "lower bound", "upper bound", "estimate", "assumption", "verdict")
+DYNAMICS = ("gd", "flow", "a-posteriori")
 LIPSCHITZ_FORMS = ("radius-free", "radius-dependent", "jmiv")
 
 
@@ -282,6 +287,7 @@ class Certificate:
     loss: Loss
     lipschitz_form: str | None
     settings: dict = field(default_factory=dict)
+    dynamics: str = "gd"  # "flow": the bound curves take the time t where gradient descent takes τ
 
     def __getitem__(self, name: str) -> Quantity:
         return self.quantities[name]
@@ -296,7 +302,10 @@ class Certificate:
         return self.quantities["condition_4"].value == 1.0
 
     def _xi(self, tau: np.ndarray) -> Tensor:
-        """ξ_τ = σ_A² σ_J² τ/(4ν2) + Ψ(L_y(y_0)), shape (T, batch)."""
+        """ξ_τ = σ_A² σ_J² τ/(4ν2) + Ψ(L_y(y_0)), shape (T, batch) (for the flow ν2 = 1, τ = t)."""
+        if self.dynamics == "a-posteriori":
+            raise ValueError("an a-posteriori certificate has no a-priori bound curves; "
+                             "use a_posteriori_error_bound")
         q = self.quantities
         rate = q["sigma_A"].value ** 2 * q["sigma_min_J0"].value ** 2 / (4 * q["nu2"].value)
         psi0 = self.loss.Psi(torch.as_tensor(q["loss0"].value))
@@ -312,6 +321,7 @@ class Certificate:
 
     def param_bound(self, tau: np.ndarray) -> np.ndarray:
         """‖θ_τ − θ_0‖ ≤ R' for all τ (the iterates stay in B(θ_0, R')), shape (T, batch)."""
+        self._xi(np.zeros(1))  # the same check: only a-priori certificates have curves
         return np.broadcast_to(self.quantities["R_prime"].value, (len(np.atleast_1d(tau)), self.batch)).copy()
 
     def param_to_limit_bound(self, tau: np.ndarray) -> np.ndarray:
@@ -324,6 +334,19 @@ class Certificate:
         q = self.quantities
         lam, dist, noise = q["lambda"].value, q["dist"].value, q["noise_norm"].value
         return self.residual_bound(tau) / lam + (1 + q["norm_A"].value / lam) * dist + noise / lam
+
+    def a_posteriori_error_bound(self, loss_values: np.ndarray) -> np.ndarray:
+        """‖x_τ − x̄‖ ≤ (‖y_τ − y‖ + ‖ε‖)/λ + (1 + ‖A‖/λ) dist(x̄, Σ') from the observed loss, for any
+        method (MSE, where ‖y_τ − y‖ = √(2 L_y(y_τ)); λ = σ_min(A), A injective). With dist = 0 it
+        is ‖A(x_τ − x̄)‖/σ_min(A) bounded by the triangle inequality: a bound, not an estimate.
+        NaN where it cannot be evaluated (A not injective, or ‖ε‖ unknown).
+        ``loss_values`` has shape (T, batch), or (T, 1) to broadcast one run's losses."""
+        if not isinstance(self.loss, MSELoss):
+            raise ValueError("the a-posteriori recovery bound needs the MSE loss (||y - y_tau|| = sqrt(2 L))")
+        q = self.quantities
+        lam, dist, noise = q["lambda"].value, q["dist"].value, q["noise_norm"].value
+        residual = np.sqrt(2 * np.maximum(np.asarray(loss_values, dtype=np.float64), 0))
+        return (residual + noise) / lam + (1 + q["norm_A"].value / lam) * dist  # NaN when ‖ε‖ is unknown
 
     def bounds_at(self, tau: np.ndarray) -> dict[str, np.ndarray]:
         """Bound curves for the history: ``loss_bound``, ``param_bound``, ``error_bound``."""
@@ -360,11 +383,14 @@ class Certificate:
         if math.isnan(v):
             return "Condition (4): undecided: " + q["condition_4"].note
         margin, step, L = q["margin"].value[run], q["step"].value[run], q["L"].value[run]
+        if v == 1 and self.dynamics == "flow":
+            return (f"Condition (4) holds (R - R' = {margin:.4g} > 0): the gradient-flow version of "
+                    "Theorem III.1 (as reconstructed in docs/theory.md 3.1) applies to this run.")
         if v == 1:
             return (f"Condition (4) holds (R - R' = {margin:.4g} > 0) and step {step:.4g} < 1/L = {1 / L:.4g}: "
                     "Theorem III.1 applies to this run.")
         reasons = []
-        if step * L >= 1:
+        if self.dynamics == "gd" and step * L >= 1:
             reasons.append(f"step {step:.4g} >= 1/L = {1 / L:.4g} (try --step certified)")
         elif margin <= 0:
             reasons.append(f"R' >= R (margin {margin:.4g}; a wider network or a smaller initial loss helps)")
@@ -394,6 +420,7 @@ def certify_forms(
     paper_constant: float = 1.0,
     corollary_constants: tuple[float, float] = (1.0, 1.0),
     dist: float = 0.0,
+    dynamics: str = "gd",
 ) -> list[Certificate]:
     """One certificate per Lipschitz form, sharing the spectra, the NTK Gram matrix and the Hessian
     estimate (computed once).
@@ -402,7 +429,13 @@ def certify_forms(
     ``dist`` is the assumed dist(x̄, Σ') of (8). ``paper_constant`` is the unknown constant of (10);
     ``corollary_constants`` are (C, C') of Corollary III.2; both only scale estimates.
     ``hessian_iters=0`` skips the Hessian estimate of L (it never enters the verdict).
+    ``dynamics="flow"``: the gradient-flow theorem (ν1 = 1, time t for ν2 τ, no step; ``step`` unused).
+    ``dynamics="a-posteriori"``: for methods without an a-priori theorem (the inertial ones, whose
+    constants are unknown: theory.md §4.2): no verdict, only what the a-posteriori bound needs.
     """
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"unknown dynamics {dynamics!r}; allowed: {', '.join(DYNAMICS)}")
+    flow = dynamics != "gd"  # "a-posteriori" shares the flow's step-free path, then drops the theorem
     loss = loss or MSELoss()
     op, y = problem.operator, problem.y
     batch = problem.batch
@@ -471,17 +504,25 @@ def certify_forms(
                                  "Hessian bound on the sublevel set {L <= L_0} (docs/theory.md 2.3); iterates may leave it")
         q["L_hessian"] = _q(hess, "estimate", f"Hessian power iteration at theta_0 x safety {hessian_safety}")
 
-        gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
-        if step is not None and not (math.isfinite(step) and step > 0):
-            raise ValueError(f"step must be a finite number > 0, got {step}")
-        q["step"] = _q(gamma, "exact", "1/(2L), the paper's best step" if step is None else "given")
-        q["step_max"] = _q(1 / L, "upper bound" if certified_L else "estimate", "Theorem III.1 needs step < 1/L")
-        gl = gamma * L
-        with np.errstate(divide="ignore", invalid="ignore"):
-            nu1 = np.where(gl < 2, (1 + gl) / (1 - gl / 2), np.inf)
-            nu2 = np.where(gl < 2, (1 + gl) ** 2 / (gamma - gamma**2 * L / 2), np.inf)
-        q["nu1"] = _q(nu1, "upper bound" if certified_L else "estimate", "(1 + gamma L)/(1 - gamma L/2)")
-        q["nu2"] = _q(nu2, "upper bound" if certified_L else "estimate", "(1 + gamma L)^2/(gamma - gamma^2 L/2)")
+        if flow:
+            gamma = np.full(batch, math.nan)
+            q["step"] = _q(gamma, "exact", "gradient flow: no step")
+            nu1, nu2 = np.ones(batch), np.ones(batch)
+            q["nu1"] = _q(nu1, "exact", "1 for the gradient flow")
+            q["nu2"] = _q(nu2, "exact", "gradient flow: the bounds take the time t in place of nu2 tau")
+            gl = np.zeros(batch)
+        else:
+            gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
+            if step is not None and not (math.isfinite(step) and step > 0):
+                raise ValueError(f"step must be a finite number > 0, got {step}")
+            q["step"] = _q(gamma, "exact", "1/(2L), the paper's best step" if step is None else "given")
+            q["step_max"] = _q(1 / L, "upper bound" if certified_L else "estimate", "Theorem III.1 needs step < 1/L")
+            gl = gamma * L
+            with np.errstate(divide="ignore", invalid="ignore"):
+                nu1 = np.where(gl < 2, (1 + gl) / (1 - gl / 2), np.inf)
+                nu2 = np.where(gl < 2, (1 + gl) ** 2 / (gamma - gamma**2 * L / 2), np.inf)
+            q["nu1"] = _q(nu1, "upper bound" if certified_L else "estimate", "(1 + gamma L)/(1 - gamma L/2)")
+            q["nu2"] = _q(nu2, "upper bound" if certified_L else "estimate", "(1 + gamma L)^2/(gamma - gamma^2 L/2)")
 
         try:
             psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
@@ -494,7 +535,8 @@ def certify_forms(
         holds = (sigma_J > 0) & (R_prime < R) & (gl < 1)
         q["condition_4"] = _q(
             np.where(holds, 1.0, 0.0) if certified_L else np.full(batch, math.nan), "verdict",
-            "sigma_J > 0, R' < R and step < 1/L, from exact values and bounds only"
+            ("sigma_J > 0 and R' < R (gradient flow)" if flow else "sigma_J > 0, R' < R and step < 1/L")
+            + ", from exact values and bounds only"
             if certified_L else "L or Lip(J) is only estimated for this loss/network",
         )
         q["margin"] = _q(R - R_prime, "lower bound" if certified_L else "estimate", "R - R'")
@@ -515,7 +557,7 @@ def certify_forms(
             target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
             tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
         q["tau_eps"] = _q(tau_eps, "upper bound" if certified_L else "estimate",
-                          "iterations after which ||y_tau - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
+                          ("time t" if flow else "iterations") + " after which ||y - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
 
         # Corollary III.2: a sufficient width, up to the unknown constants C, C' (MSE: L_{L,0} = 1).
         C, C_prime = corollary_constants
@@ -530,8 +572,14 @@ def certify_forms(
         q["k_bound"] = _q(C_prime * sigma_A**-4 * n * psi_r**4, "estimate",
                           f"Corollary III.2 with C = {C}, C' = {C_prime} (constants unknown: scaling only)")
 
+        if dynamics == "a-posteriori":
+            for name in ("step", "nu1", "nu2", "R_prime", "margin", "tau_eps"):
+                del q[name]
+            q["condition_4"] = _q(np.full(batch, math.nan), "verdict",
+                                  "no a-priori certificate is known for this method (docs/theory.md 4.2); "
+                                  "see the a-posteriori recovery bound")
         settings = {"hessian_iters": hessian_iters, "hessian_safety": hessian_safety, "paper_constant": paper_constant,
-                    "corollary_constants": list(corollary_constants), "dist": dist}
-        return Certificate(q, loss, form, settings)
+                    "corollary_constants": list(corollary_constants), "dist": dist, "dynamics": dynamics}
+        return Certificate(q, loss, form, settings, dynamics)
 
     return [assemble(form) for form in lipschitz_forms]

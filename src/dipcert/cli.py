@@ -8,6 +8,7 @@ from typing import Callable
 import click
 
 from .images import BUILTIN_IMAGES
+from .methods import METHODS as METHOD_NAMES
 
 EXIT_DIVERGED = 3
 
@@ -28,6 +29,18 @@ def _positive(_ctx, _param, value):
     if value is not None and not value > 0:
         raise click.BadParameter(f"must be > 0, got {value}")
     return value
+
+
+def _parse_auto(_ctx, param, value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number >= 0 or 'auto', got {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
+    return number
 
 
 def _parse_step(_ctx, _param, value: str | None) -> float | str | None:
@@ -61,8 +74,9 @@ PROBLEM_OPTIONS = [
     click.option("--activation", type=click.Choice(["sigmoid", "tanh", "softplus"]), default="sigmoid", show_default=True),
     click.option("--v-law", type=click.Choice(["rademacher", "uniform", "gaussian"]), default="rademacher", show_default=True, help="Law of the entries of V_0 (A-8)."),
     click.option("--step", default=None, callback=_parse_step,
-                 help="Step γ: a number, 'auto' (1/||A J(θ0)||², a heuristic) or 'certified' (1/(2L), L a proven "
-                      "bound) [default: auto for solve, certified for certify]."),
+                 help="Step γ (h for the inertial schemes, the learning rate for adam): a number, 'auto' (a "
+                      "heuristic: 1/||A J(θ0)||² for gd) or 'certified' (gd: 1/(2L), L a proven bound) "
+                      "[default: auto for solve, certified for certify]."),
     click.option("--lipschitz-form", type=click.Choice(["radius-free", "radius-dependent", "jmiv"]), default=None,
                  help="Bound on Lip(J_g) [default: radius-free when only W trains, else radius-dependent]."),
     click.option("--runs", type=int, default=1, show_default=True, callback=_positive, help="Independent runs (seeds seed, seed+1, …), as one batch."),
@@ -72,8 +86,32 @@ PROBLEM_OPTIONS = [
 ]
 
 
+METHOD_OPTIONS = [
+    click.option("--method", type=click.Choice(list(METHOD_NAMES)), default="gd", show_default=True,
+                 help="Training method: " + "; ".join(f"{k}: {v}" for k, v in METHOD_NAMES.items()) + "."),
+    click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+                 help="Momentum of heavy-ball and nesterov."),
+    click.option("--alpha", default="auto", show_default=True, callback=_parse_auto,
+                 help="Viscous damping α of the inertial methods; auto = 2√μ, μ = λ_min(A J Jᵀ Aᵀ) at θ0."),
+    click.option("--beta", default=None, callback=_parse_auto,
+                 help="Hessian damping β [default: 0, except inna (needs β > 0): auto = 2/√L, L = λ_max(A J Jᵀ Aᵀ)]."),
+    click.option("--adaptive-step", is_flag=True, help="Adaptive step for gradient-difference and inna (our rule, not the paper's)."),
+    click.option("--ode-solver", type=click.Choice(["RK45", "RK23", "DOP853"]), default="RK45", show_default=True,
+                 help="SciPy solver of gradient-flow and inertial-flow."),
+    click.option("--rtol", type=float, default=1e-8, show_default=True, callback=_positive,
+                 help="ODE relative tolerance (the loss cannot go far below (rtol ||theta|| ||A J||)^2/2)."),
+    click.option("--atol", type=float, default=1e-12, show_default=True, callback=_positive, help="ODE absolute tolerance."),
+]
+
+
 def problem_options(fn: Callable) -> Callable:
     for option in reversed(PROBLEM_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def method_options(fn: Callable) -> Callable:
+    for option in reversed(METHOD_OPTIONS):
         fn = option(fn)
     return fn
 
@@ -93,18 +131,21 @@ def main() -> None:
 
 @main.command()
 @problem_options
+@method_options
 @click.option("--iters", type=int, default=None, callback=_positive, help="Iteration limit [default: 500 for images, 1e5 for gaussian].")
 @click.option("--loss-tol", type=click.FloatRange(min=0), default=None, help="Stop when the loss reaches this [default: 0 for images, 1e-14 for gaussian].")
 @click.option("--certify", is_flag=True, help="Attach the certificate of Theorem III.1 and draw its bounds.")
 @click.option("--out", "out_dir", default="dipcert-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def solve(out_dir: str, quiet: bool, **options) -> None:
-    """Reconstruct a signal with a two-layer Deep Inverse Prior trained by gradient descent (2).
+    """Reconstruct a signal with a two-layer Deep Inverse Prior trained by gradient descent (2),
+    or by another --method (inertial schemes, gradient flow, momentum, Adam).
 
     Writes OUT/metrics.json, OUT/history.csv, OUT/summary.png and, for images,
     OUT/observation.png and OUT/reconstruction.png.
     """
-    from .solve import solve as run_solve, write_outputs
+    from .solve import solve as run_solve
+    from .solve import write_outputs
 
     try:
         config = _config(**{**options, "step": options["step"] or "auto"})
@@ -115,7 +156,8 @@ def solve(out_dir: str, quiet: bool, **options) -> None:
         raise click.ClickException(str(exc)) from None
 
     m = outcome.metrics
-    line = f"{m['status']} after {m['iterations']} iterations in {m['seconds']:.1f} s; final loss {m['final_loss']:.3g}"
+    line = (f"{m['method']}: {m['status']} after {m['iterations']} iterations ({m['gradient_evaluations']} gradient "
+            f"evaluations) in {m['seconds']:.1f} s; final loss {m['final_loss']:.3g}")
     if "psnr" in m:
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
     elif "relative_error" in m:
@@ -124,12 +166,14 @@ def solve(out_dir: str, quiet: bool, **options) -> None:
     if outcome.certificate is not None:
         click.echo(outcome.certificate.verdict_text(0))
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
-    if any(status == "diverged" for status in outcome.result.status):
-        click.echo(
-            f"error: training diverged (step {outcome.step:.3g}); the history up to divergence is in "
-            f"{paths['history']}. Try a smaller --step.",
-            err=True,
-        )
+    if any(status in ("diverged", "failed") for status in outcome.result.status):
+        if "failure" in outcome.result.config:
+            reason = f"the ODE solver failed ({outcome.result.config['failure']})"
+            advice = "Try other --rtol/--atol or another --ode-solver."
+        else:
+            reason = "training diverged" + (f" (step {outcome.step:.3g})" if outcome.step is not None else "")
+            advice = "Try a smaller --step."
+        click.echo(f"error: {reason}; the history up to that point is in {paths['history']}. {advice}", err=True)
         sys.exit(EXIT_DIVERGED)
 
 
@@ -139,6 +183,8 @@ def solve(out_dir: str, quiet: bool, **options) -> None:
 @click.option("--hessian-iters", type=int, default=10, show_default=True, callback=_positive, help="Power iterations for the Hessian estimate of L.")
 @click.option("--paper-constant", type=float, default=1.0, show_default=True, callback=_positive, help="The unknown constant of the paper's estimate (10) of L.")
 @click.option("--corollary-constants", type=float, nargs=2, default=(1.0, 1.0), show_default=True, help="C and C' of Corollary III.2.")
+@click.option("--method", type=click.Choice(["gd", "gradient-flow"]), default="gd", show_default=True,
+              help="Certify gradient descent with its step, or the gradient flow (ν1 = 1, time t, no step).")
 @click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
 @click.option("--save-instance", type=click.Path(dir_okay=False), default=None, help="Save A (when dense), y, x_true, u, z0, W0, V0 to an .npz file.")
 def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, save_instance, **options) -> None:
@@ -161,6 +207,7 @@ def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, s
             problem, network, step=None if step == "certified" else step, lipschitz_form=config.lipschitz_form,
             hessian_iters=hessian_iters, paper_constant=paper_constant,
             corollary_constants=tuple(corollary_constants), dist=dist,
+            dynamics="flow" if config.method == "gradient-flow" else "gd",
         )
         if save_instance:
             from .instance import save_instance as write_instance
@@ -196,7 +243,8 @@ def reproduce(name, scale, out_dir, fresh, workers, list_only) -> None:
     Finished cells are kept in OUT/NAME.cells/: rerunning the same command after an interruption
     resumes where it stopped.
     """
-    from .experiments import describe, reproduce as run_reproduce
+    from .experiments import describe
+    from .experiments import reproduce as run_reproduce
 
     if list_only or name is None:
         for key, title in describe().items():

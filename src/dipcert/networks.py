@@ -59,7 +59,7 @@ def add_scaled_(param: Tensor, grad: Tensor | RankOne, scale: Tensor) -> None:
         else:
             param.baddbmm_(left.unsqueeze(-1), grad.right.unsqueeze(-2))
     else:
-        param.add_(grad * scale.view(-1, *([1] * (grad.dim() - 1))))
+        param.addcmul_(grad, scale.view(-1, *([1] * (grad.dim() - 1))))
 
 
 #: Row blocks a product with a large V is split into (see :func:`_blocks`).
@@ -408,3 +408,45 @@ class MLP(Network):
             "activation": self.activation.name,
             "seeds": self.seeds,
         }
+
+
+class LinearNetwork(Network):
+    """A linear model g(θ) = M θ with θ ∈ R^p: the sanity model of theory.md §6.4, on which
+    gradient descent, the inertial schemes and the ODEs are linear recurrences with exact solutions
+    (matrix powers and exponentials). θ_0 is given, or drawn iid N(0, 1) per seed."""
+
+    def __init__(
+        self,
+        M: Tensor,
+        *,
+        theta0: Tensor | None = None,
+        seeds: Sequence[int] = (0,),
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if M.dim() != 2:
+            raise ValueError(f"M must be a matrix (n, p), got shape {tuple(M.shape)}")
+        self.seeds = [int(s) for s in seeds]
+        self.batch, (self.n, self.p) = len(self.seeds), M.shape
+        self.dtype, self.device = dtype, torch.empty(0, device=device).device
+        self.M = M.to(dtype=dtype, device=self.device)
+        if theta0 is None:
+            theta0 = torch.stack([torch.randn(self.p, generator=g, dtype=torch.float64) for g in _generators(self.seeds)])
+        if theta0.shape != (self.batch, self.p):
+            raise ValueError(f"theta0 must have shape ({self.batch}, {self.p}), got {tuple(theta0.shape)}")
+        self.theta0 = theta0.to(dtype=dtype, device=self.device)
+
+    def initial_state(self) -> Params:
+        return {"theta": self.theta0}
+
+    def _select(self, indices: Tensor) -> None:
+        self.theta0 = self.theta0[indices]
+
+    def function(self, params: Params) -> Tensor:
+        return params["theta"] @ self.M.T
+
+    def forward(self, params: Params) -> tuple[Tensor, Pullback]:
+        return self.function(params), lambda w: {"theta": w @ self.M}
+
+    def describe(self) -> dict:
+        return {"type": "linear", "n": self.n, "p": self.p, "seeds": self.seeds}

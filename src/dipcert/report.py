@@ -112,7 +112,15 @@ def summary_figure(
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, *, tight: bool = True) -> None:
+    """Lay out, write atomically (a reader never sees a half-written picture) and close ``fig``."""
+    import matplotlib.pyplot as plt
+
+    if tight:
+        fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -18,13 +18,20 @@ import torch
 
 from .certify import Certificate, certify
 from .images import load_image, psnr, save_png, ssim
+from .losses import MSELoss
+from .methods import MethodSettings, build_method
 from .networks import TwoLayerDIP
-from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Spectral
-from .optim import GradientDescent, TrainResult, train
+from .operators import (
+    GaussianBlur,
+    GaussianMatrix,
+    Inpainting,
+    LinearOperator,
+    Spectral,
+)
+from .optim import Method, TrainResult, train
 from .problems import Problem, gaussian_problem, image_problem
 from .report import summary_figure, versions, write_csv, write_json
 from .seeding import derive_seed
-from .steps import auto_step
 
 OPERATORS = ("blur", "well-conditioned", "gaussian", "inpainting")
 SIGNALS = ("image", "gaussian")
@@ -38,10 +45,13 @@ class SolveConfig:
 
     Defaults for image problems: float32, both layers trained ("WV"), 500 iterations.
     Defaults for the synthetic Gaussian problems (Fig. 1-2): float64, the hidden layer only ("W"),
-    1e5 iterations stopped at loss 1e-14, as in the paper. ``step`` is a number, ``"auto"`` (the
-    heuristic γ = 1/‖A J_g(θ_0)‖² of :mod:`dipcert.steps`) or ``"certified"`` (γ = 1/(2L) with the
-    certified bound on L of :mod:`dipcert.certify`). ``certify`` attaches the certificate of
-    Theorem III.1 to the outcome.
+    1e5 iterations stopped at loss 1e-14, as in the paper. ``method`` is one of
+    :data:`dipcert.methods.METHODS`; ``step`` is a number, ``"auto"`` (the heuristics of
+    :mod:`dipcert.methods`) or ``"certified"`` (gd: γ = 1/(2L) with the certified bound on L of
+    :mod:`dipcert.certify`; gradient-flow: the flow's certificate). ``certify`` attaches the
+    certificate of Theorem III.1 (its gradient-flow version for the flow) to the outcome, and for
+    every method the a-posteriori recovery bound. ``momentum``, ``alpha``, ``beta``,
+    ``adaptive_step``, ``ode_solver``, ``rtol``, ``atol`` configure the other methods.
     """
 
     signal: str = "image"
@@ -69,6 +79,14 @@ class SolveConfig:
     dtype: str | None = None
     certify: bool = False
     lipschitz_form: str | None = None
+    method: str = MethodSettings.name
+    momentum: float = MethodSettings.momentum
+    alpha: float | str = MethodSettings.alpha
+    beta: float | str | None = MethodSettings.beta
+    adaptive_step: bool = MethodSettings.adaptive_step
+    ode_solver: str = MethodSettings.ode_solver
+    rtol: float = MethodSettings.rtol
+    atol: float = MethodSettings.atol
 
     def __post_init__(self) -> None:
         if self.signal not in SIGNALS:
@@ -102,10 +120,16 @@ class SolveConfig:
                 raise ValueError(f"step must be a number > 0 or one of {', '.join(STEP_RULES)}, got {self.step!r}")
         elif not (np.isfinite(self.step) and self.step > 0):
             raise ValueError(f"step must be a finite number > 0, got {self.step}")
+        self.method_settings  # validates the method options
         try:
             torch.empty(0, device=self.device)
         except (RuntimeError, ValueError, AssertionError) as exc:  # torch asserts when built without CUDA
             raise ValueError(f"device {self.device!r} is not available here ({exc}); use cpu or cuda[:N]") from None
+
+    @property
+    def method_settings(self) -> MethodSettings:
+        return MethodSettings(self.method, self.step, self.momentum, self.alpha, self.beta, self.adaptive_step,
+                              self.ode_solver, self.rtol, self.atol)
 
     @property
     def seeds(self) -> list[int]:
@@ -122,8 +146,8 @@ class SolveOutcome:
     problem: Problem
     network: TwoLayerDIP
     result: TrainResult
-    step: float
-    step_rule: str
+    step: float | None  # None for the ODE methods
+    hyperparameters: dict  # name → {"value", "rule"}: what the method got and how it was chosen
     truth_image: np.ndarray | None = None
     certificate: Certificate | None = None
     metrics: dict = field(default_factory=dict)
@@ -155,39 +179,51 @@ def build_problem(config: SolveConfig) -> tuple[Problem, np.ndarray | None]:
 
 
 def build_network(config: SolveConfig, problem: Problem) -> TwoLayerDIP:
-    """The two-layer DIP (9) of ``config``, one initialization per run seed."""
+    """The two-layer DIP (9) of ``config``, one initialization per run seed. The hidden layer is
+    trained through z = W u (exact, theory.md §6) unless the method does not commute with that
+    reduction (Adam): then through the full W."""
+    reduced = config.method_settings.commutes_with_reduction
     return TwoLayerDIP(
         problem.n, config.width, d=config.d, activation=config.activation, train=config.train,
         v_law=config.v_law, seeds=[derive_seed(s, "network") for s in config.seeds],
-        dtype=config.torch_dtype, device=config.device,
+        parametrization="reduced" if reduced else "full", dtype=config.torch_dtype, device=config.device,
     )
 
 
-def choose_step(
+def choose_method(
     config: SolveConfig, problem: Problem, network: TwoLayerDIP
-) -> tuple[float, str, Certificate | None]:
-    """The step size, how it was chosen, and the certificate when ``config`` asks for one."""
-    if config.step == "certified":
+) -> tuple[Method, dict, Certificate | None]:
+    """The training method with its hyperparameters (and how each was chosen), and the certificate
+    when ``config`` asks for one: Theorem III.1 for gd, its gradient-flow version for the flow, and
+    for the other methods the quantities of the a-posteriori recovery bound."""
+    settings = config.method_settings
+    flow = config.method == "gradient-flow"
+    wants_certificate = config.certify or config.step == "certified"
+    certificate, step = None, None
+    if wants_certificate and config.method != "gd":
+        certificate = certify(problem, network, lipschitz_form=config.lipschitz_form,
+                              dynamics="flow" if flow else "a-posteriori")
+    if config.method == "gd" and config.step == "certified":
         certificate = certify(problem, network, lipschitz_form=config.lipschitz_form)
-        rule = "certified: 1/(2L), L an upper bound on B(theta_0, R)"
-        return float(certificate["step"].value[0]), rule, certificate
-    if config.step == "auto":
-        step, rule = auto_step(problem, network), "auto: 1/||A J_g(theta_0)||^2 (power-iteration estimate, not a certificate)"
-    else:
-        step, rule = float(config.step), "user"
-    certificate = certify(problem, network, step=step, lipschitz_form=config.lipschitz_form) if config.certify else None
-    return step, rule, certificate
+        step = float(certificate["step"].value[0])
+    method, chosen = build_method(settings, problem, network, step)
+    if step is not None:
+        chosen["step"]["rule"] = "certified: 1/(2L), L an upper bound on B(theta_0, R)"
+    if config.method == "gd" and config.certify and certificate is None:
+        certificate = certify(problem, network, step=chosen["step"]["value"], lipschitz_form=config.lipschitz_form)
+    return method, chosen, certificate
 
 
 def solve(config: SolveConfig, callback: Callable[[int, torch.Tensor], None] | None = None) -> SolveOutcome:
     problem, truth = build_problem(config)
     network = build_network(config, problem)
-    step, rule, certificate = choose_step(config, problem, network)
+    method, chosen, certificate = choose_method(config, problem, network)
     result = train(
-        problem, network, GradientDescent(step), max_iters=config.iters, loss_tol=config.loss_tol,
+        problem, network, method, max_iters=config.iters, loss_tol=config.loss_tol,
         record_every=config.record_every, callback=callback,
     )
-    outcome = SolveOutcome(config, problem, network, result, step, rule, truth, certificate)
+    step = chosen["step"]["value"] if "step" in chosen else None
+    outcome = SolveOutcome(config, problem, network, result, step, chosen, truth, certificate)
     outcome.metrics = compute_metrics(outcome)
     return outcome
 
@@ -210,8 +246,11 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
             "seed": seed,
             "status": result.status[b],
             "iterations": int(result.iterations[b]),
+            "gradient_evaluations": int(result.history.evaluations[-1, b]),
             "final_loss": float(result.final_loss[b]),
         }
+        if result.history.time is not None:
+            run["time"] = float(result.history.time[-1, b])
         if problem.x_true is not None:
             x_true = problem.x_true[b].detach().cpu().double().numpy()
             run["error"] = float(np.linalg.norm(x - x_true))
@@ -230,8 +269,9 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
     return {
         **runs[0],
         "seconds": result.seconds,
+        "method": config.method,
         "step": outcome.step,
-        "step_rule": outcome.step_rule,
+        "hyperparameters": outcome.hyperparameters,
         "runs": runs,
         "config": {
             **dataclasses.asdict(config),
@@ -245,11 +285,19 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
 
 
 def history_columns(outcome: SolveOutcome, run: int) -> dict[str, np.ndarray]:
-    """One run's history, with the certificate's bound curves (``*_bound``) when there is one."""
+    """One run's history, with the certificate's bound curves (``*_bound``) when there is one:
+    (6)-(8) in τ for gd, in t for the gradient flow; for every method with the MSE and an
+    injective A, the a-posteriori recovery bound ``error_bound_a_posteriori``."""
     cols = outcome.result.history.columns(run)
-    if outcome.certificate is not None:
-        for name, values in outcome.certificate.bounds_at(cols["iteration"]).items():
+    certificate, method = outcome.certificate, outcome.config.method
+    if certificate is None:
+        return cols
+    if method in ("gd", "gradient-flow"):
+        clock = cols["time"] if method == "gradient-flow" else cols["iteration"]
+        for name, values in certificate.bounds_at(clock).items():
             cols[name] = values[:, run]
+    if isinstance(certificate.loss, MSELoss) and np.isfinite(certificate["lambda"].value[run]):
+        cols["error_bound_a_posteriori"] = certificate.a_posteriori_error_bound(cols["loss"][:, None])[:, run]
     return cols
 
 
@@ -281,6 +329,7 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
             obs_label += f" ({m['psnr_observation']:.1f} dB)"
         images = {"truth": outcome.truth_image, obs_label: observation, f"reconstruction ({m['psnr']:.1f} dB)": recon}
     c = outcome.config
-    title = f"{c.signal} / {c.operator}, k={c.width}, train {c.train}, step {outcome.step:.3g}: {outcome.metrics['status']}"
+    step = f", step {outcome.step:.3g}" if outcome.step is not None else ""
+    title = f"{c.signal} / {c.operator}, k={c.width}, train {c.train}, {c.method}{step}: {outcome.metrics['status']}"
     summary_figure(paths["summary"], curves, images, title=title)
     return paths

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from . import fig1, fig2, images
+from . import fig1, fig2, images, inertia
 from .engine import Cell, ResultStore, run_grid
 
 
@@ -33,6 +33,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "fig3a": Experiment(images, images.TITLES["fig3a"], images.plot_fig3a, lambda c: c["operator"] == "blur"),
     "fig3b": Experiment(images, images.TITLES["fig3b"], images.plot_fig3b, lambda c: c["operator"] != "blur"),
     "fig4": Experiment(images, images.TITLES["fig4"], images.plot_fig4, lambda c: c["operator"] != "blur"),
+    "inertia": Experiment(inertia, inertia.TITLE, inertia.plot),
 }
 SCALES = ("quick", "paper")
 

@@ -13,6 +13,7 @@ the order cells run in.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import multiprocessing
 import shutil
@@ -55,6 +56,12 @@ class Cell:
     @property
     def key(self) -> str:
         return "_".join(f"{k}={v}" for k, v in self.coords).replace("/", "-")
+
+
+def settings_and_choices(config, doc: str) -> dict:
+    """An experiment's manifest entry: its settings, and the choices its docstring lists after
+    "Our choices" (where the paper is silent)."""
+    return {"settings": dataclasses.asdict(config), "choices": doc.split("Our choices", 1)[1].strip()}
 
 
 class ConfigMismatch(ValueError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,9 +24,10 @@ from ..networks import TwoLayerDIP
 from ..operators import Matrix
 from ..optim import GradientDescent, train
 from ..problems import Problem, gaussian_problem
+from ..report import save_figure
 from ..seeding import derive_seed
 from ..steps import auto_steps
-from .engine import Cell, CellResult, Row
+from .engine import Cell, CellResult, Row, settings_and_choices
 
 TITLE = "Fig. 1: width for condition (4) vs width for convergence (n = 5, sigmoid, W trained)"
 
@@ -167,8 +168,6 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fileio import atomic_output
-
     info = summary(config, rows)
     ks = info["log10_ks"]
     panels = [(f"condition_4_{f.replace('-', '_')}", f"(a) P[(4) holds], {f} Lipschitz bound") for f in LIPSCHITZ_FORMS]
@@ -189,10 +188,8 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(f"{TITLE}; {config.trials} trials per cell; V0 Rademacher, step 1/||A J(theta0)||^2 (our choices)",
                  fontsize=8)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, tight=False)
 
 
 def manifest(config: Config) -> dict:
-    return {"settings": asdict(config), "choices": __doc__.split("Our choices", 1)[1].strip()}
+    return settings_and_choices(config, __doc__)

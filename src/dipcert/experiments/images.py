@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,9 +27,10 @@ from ..networks import TwoLayerDIP
 from ..operators import GaussianBlur, Spectral
 from ..optim import GradientDescent, train
 from ..problems import image_problem
+from ..report import save_figure
 from ..seeding import derive_seed
 from ..steps import auto_step
-from .engine import Cell, CellResult
+from .engine import Cell, CellResult, settings_and_choices
 
 TITLES = {
     "fig3a": "Fig. 3a: deblurring (sigma = 1) without and with noise (2.5)",
@@ -122,15 +123,6 @@ def _figure(panels: int, rows: int = 1):
     return plt, *plt.subplots(rows, panels, figsize=(2.6 * panels, 2.8 * rows), squeeze=False)
 
 
-def _save(plt, fig, path) -> None:
-    from ..fileio import atomic_output
-
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
 def _show(ax, img, title) -> None:
     ax.imshow(img, cmap="gray", vmin=0, vmax=255)
     ax.set_title(title, fontsize=8)
@@ -146,7 +138,7 @@ def plot_fig3a(config: Config, rows: list[dict], arrays: dict[str, dict], path) 
         _show(ax_row[1], a["observation"], f"blurred, noise {r['noise']:g} ({r['psnr_observation']:.1f} dB)")
         _show(ax_row[2], a["reconstruction"], f"DIP, {int(r['iterations'])} it. ({r['psnr']:.1f} dB)")
     fig.suptitle(TITLES["fig3a"], fontsize=9)
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 def _well_conditioned(rows, arrays):
@@ -164,7 +156,7 @@ def plot_fig3b(config: Config, rows: list[dict], arrays: dict[str, dict], path) 
         img = a[f"snapshot_{tau}"]
         _show(ax, img, f"tau = {tau} ({psnr(a['truth'], img):.1f} dB)")
     fig.suptitle(TITLES["fig3b"], fontsize=9)
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 def plot_fig4(config: Config, rows: list[dict], arrays: dict[str, dict], path) -> None:
@@ -185,11 +177,11 @@ def plot_fig4(config: Config, rows: list[dict], arrays: dict[str, dict], path) -
     ax.set_xlabel(r"iteration $\tau + 1$")
     ax.legend(fontsize=7)
     ax.set_title(TITLES["fig4"] + f"\nmin error at tau = {r['argmin_error']}", fontsize=8)
-    _save(plt, fig, path)
+    save_figure(fig, path)
 
 
 PLOTS = {"fig3a": plot_fig3a, "fig3b": plot_fig3b, "fig4": plot_fig4}
 
 
 def manifest(config: Config) -> dict:
-    return {"settings": asdict(config), "choices": __doc__.split("Our choices", 1)[1].strip()}
+    return settings_and_choices(config, __doc__)

@@ -1,7 +1,6 @@
 """Gradient descent (2): θ_{τ+1} = θ_τ − γ ∇_θ L_y(A g(u, θ_τ))."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
@@ -15,6 +14,7 @@ class GradientDescent:
     """
 
     name = "gd"
+    commutes_with_reduction = True
 
     def __init__(self, step: float | Tensor) -> None:
         values = torch.as_tensor(step, dtype=torch.float64).flatten()

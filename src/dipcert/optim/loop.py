@@ -3,8 +3,14 @@
 Each run of the batch stops independently with status
 - ``converged``: the loss reached ``loss_tol``;
 - ``diverged``: the loss became NaN/inf or exceeded ``divergence_factor`` × its initial value;
-- ``max_iterations``: the iteration limit was reached.
+- ``max_iterations``: the iteration limit was reached;
+- ``failed``: the method could not go on (an ODE solver whose step size underflowed).
 A stopped run's parameters are frozen; its history is kept up to the point it stopped.
+
+A method sees the gradient at the current iterate (``update``); a method that needs gradients
+elsewhere (the ODE integrators) sets ``uses_gradient = False`` and receives an *oracle*
+θ ↦ ∇_θ L_y(A g(u, θ)) through ``bind``. Every gradient is counted per run (``evaluations``);
+a method with a notion of time t (the ODEs; Σ h for the inertial schemes C1, C2) exposes ``time``.
 """
 from __future__ import annotations
 
@@ -21,13 +27,27 @@ from ..losses import Loss, MSELoss
 from ..networks import Network, Params, RankOne
 from ..problems import Problem
 
-STATUSES = ("converged", "diverged", "max_iterations")
+STATUSES = ("converged", "diverged", "max_iterations", "failed")
+
+
+Gradients = dict[str, "Tensor | RankOne"]
+Oracle = Callable[[Params], Gradients]
+
+
+class MethodFailure(RuntimeError):
+    """Raised by a method that cannot make another step; the running runs stop as ``failed``."""
 
 
 class Method(Protocol):
+    """A training method. Optional attributes: ``uses_gradient`` (default True; False means
+    ``update`` gets ``grads=None`` and uses the oracle given to ``bind(oracle)``), ``time`` (a
+    tensor with the time t of each working run), ``commutes_with_reduction`` (True when the
+    update is a linear combination of gradients and iterates, so that the z = W u reduction of
+    theory.md §6 is exact)."""
+
     name: str
 
-    def update(self, params: Params, grads: dict[str, Tensor | RankOne], active: Tensor) -> None: ...
+    def update(self, params: Params, grads: Gradients | None, active: Tensor) -> None: ...
 
     def select(self, indices: Tensor) -> None:
         """Keep only the state of the runs at ``indices`` (the working batch shrank)."""
@@ -49,6 +69,8 @@ class History:
     error: np.ndarray | None
     param_dist: np.ndarray
     stopped_at: np.ndarray
+    evaluations: np.ndarray  # (T, batch) gradient evaluations so far
+    time: np.ndarray | None = None  # (T, batch) time t, for methods that have one
 
     def columns(self, run: int = 0) -> dict[str, np.ndarray]:
         """One run's history, up to the iteration where it stopped, as named columns (for CSV)."""
@@ -57,6 +79,9 @@ class History:
         if self.error is not None:
             cols["error"] = self.error[keep, run]
         cols["param_dist"] = self.param_dist[keep, run]
+        cols["evaluations"] = self.evaluations[keep, run]
+        if self.time is not None:
+            cols["time"] = self.time[keep, run]
         return cols
 
 
@@ -74,10 +99,12 @@ class TrainResult:
 
 
 class _Recorder:
-    def __init__(self, track_error: bool) -> None:
-        self.rows: dict[str, list] = {"iteration": [], "seconds": [], "loss": [], "param_dist": []}
+    def __init__(self, track_error: bool, track_time: bool) -> None:
+        self.rows: dict[str, list] = {"iteration": [], "seconds": [], "loss": [], "param_dist": [], "evaluations": []}
         if track_error:
             self.rows["error"] = []
+        if track_time:
+            self.rows["time"] = []
 
     def add(self, **values) -> None:
         for key, value in values.items():
@@ -85,8 +112,10 @@ class _Recorder:
                 self.rows[key].append(value.detach().cpu().numpy().copy() if isinstance(value, Tensor) else value)
 
     def history(self, stopped_at: np.ndarray) -> History:
-        arr = {k: np.asarray(v, dtype=np.int64 if k == "iteration" else np.float64) for k, v in self.rows.items()}
-        return History(arr["iteration"], arr["seconds"], arr["loss"], arr.get("error"), arr["param_dist"], stopped_at)
+        integer = ("iteration", "evaluations")
+        arr = {k: np.asarray(v, dtype=np.int64 if k in integer else np.float64) for k, v in self.rows.items()}
+        return History(arr["iteration"], arr["seconds"], arr["loss"], arr.get("error"), arr["param_dist"], stopped_at,
+                       arr["evaluations"], arr.get("time"))
 
 
 def _check_settings(max_iters: int, loss_tol: float, record_every: int, divergence_factor: float) -> None:
@@ -136,13 +165,37 @@ def train(
     loss.check_data(problem.y)
     run = _WorkingSet(problem, network, method)
     batch, device = network.batch, problem.y.device
-    latest = {name: torch.zeros(batch, dtype=torch.float64, device=device) for name in ("loss", "error", "param_dist")}
+    track_time = hasattr(method, "time")
+    names = ("loss", "error", "param_dist") + (("time",) if track_time else ())
+    latest = {name: torch.zeros(batch, dtype=torch.float64, device=device) for name in names}
+    evaluations = torch.zeros(batch, dtype=torch.int64, device=device)
     status = ["running"] * batch
     iterations = np.zeros(batch, dtype=np.int64)
-    recorder = _Recorder(problem.x_true is not None)
+    recorder = _Recorder(problem.x_true is not None, track_time)
     snapshots: dict[int, Tensor] = {}
     wanted = set(snapshot_at)
+    uses_gradient = getattr(method, "uses_gradient", True)
+    failure: str | None = None
+
+    def gradient(params: Params, x: Tensor | None = None, pullback=None, v: Tensor | None = None) -> Gradients:
+        """∇_θ L_y(A g(u, θ)) for the working runs, counted for the running ones."""
+        if pullback is None:
+            x, pullback = run.network.forward(params)
+            v = run.problem.operator.forward_flat(x)
+        evaluations.index_add_(0, run.index, run.active.long())
+        return pullback(run.problem.operator.adjoint_flat(loss.grad(v, run.problem.y)))
+
+    if hasattr(method, "bind"):
+        method.bind(gradient)
     start = time.perf_counter()
+
+    def record(tau: int, x: Tensor) -> None:
+        if run.problem.x_true is not None:
+            latest["error"].index_copy_(0, run.index, (x - run.problem.x_true).norm(dim=-1).double())
+        latest["param_dist"].index_copy_(0, run.index, run.network.param_sqdist(run.params, run.initial).sqrt())
+        if track_time and method.time is not None:
+            latest["time"].index_copy_(0, run.index, method.time.double())
+        recorder.add(iteration=tau, seconds=time.perf_counter() - start, evaluations=evaluations, **latest)
 
     for tau in range(max_iters + 1):
         x, pullback = run.network.forward(run.params)
@@ -156,14 +209,11 @@ def train(
         stopping = diverged | converged
         last = tau == max_iters
         any_stop = bool(stopping.any())
-        record = tau % record_every == 0 or last or any_stop
-        if record or callback is not None:
+        recording = tau % record_every == 0 or last or any_stop
+        if recording or callback is not None:
             latest["loss"].index_copy_(0, run.index, value.double())
-        if record:
-            if run.problem.x_true is not None:
-                latest["error"].index_copy_(0, run.index, (x - run.problem.x_true).norm(dim=-1).double())
-            latest["param_dist"].index_copy_(0, run.index, run.network.param_sqdist(run.params, run.initial).sqrt())
-            recorder.add(iteration=tau, seconds=time.perf_counter() - start, **latest)
+        if recording:
+            record(tau, x)
         if tau in wanted:
             snapshots[tau] = run.full_x(x)
         if callback is not None:
@@ -182,8 +232,18 @@ def train(
                 v = run.problem.operator.forward_flat(x)
         if last:
             break
-        cotangent = run.problem.operator.adjoint_flat(loss.grad(v, run.problem.y))
-        method.update(run.params, pullback(cotangent), run.active)
+        grads = gradient(run.params, x, pullback, v) if uses_gradient else None
+        try:
+            method.update(run.params, grads, run.active)
+        except MethodFailure as exc:  # θ is unchanged: this iteration's record is the run's last
+            failure = str(exc)
+            if not recording:
+                latest["loss"].index_copy_(0, run.index, value.double())
+                record(tau, x)
+            for b in torch.nonzero(run.active).flatten().tolist():
+                status[run.index[b]], iterations[run.index[b]] = "failed", tau
+            run.active = torch.zeros_like(run.active)
+            break
 
     for b in torch.nonzero(run.active).flatten().tolist():
         status[run.index[b]], iterations[run.index[b]] = "max_iterations", max_iters
@@ -206,6 +266,7 @@ def train(
             "loss_tol": loss_tol,
             "record_every": record_every,
             "divergence_factor": divergence_factor,
+            **({"failure": failure} if failure else {}),
         },
     )
 
@@ -242,8 +303,8 @@ class _WorkingSet:
         self.problem, self.network = self.problem.select(keep), self.network.select(keep)
         self.params = {name: p[keep] for name, p in self.params.items()}
         self.initial = self.network.initial_state()
-        self.method.select(keep)
         self.index, self.active, self.limit = self.index[keep], self.active[keep], self.limit[keep]
+        self.method.select(keep)  # last: a method may evaluate gradients of the new working set
 
     def full_x(self, x: Tensor) -> Tensor:
         """x for the whole batch: the working rows from ``x``, the others as they stopped."""
