@@ -789,3 +789,25 @@ def test_inna_first_step_on_two_layer_network():
     kick = train(problem, net, INNA(0.4, 1.0, 0.5, zero_initial_velocity=False), max_iters=1)
     torch.testing.assert_close(rest.params["z"], z0, rtol=0, atol=1e-14)
     torch.testing.assert_close(kick.params["z"], z0 - 0.4 * 0.5 * g0, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(FLOW_METHODS))
+def test_flow_releases_its_solver_when_training_ends(name):
+    """SciPy's solver sits in a reference cycle; the method must free its state copies itself, not
+    leave them to the garbage collector (an image run keeps gigabytes in them)."""
+    import gc
+    import weakref
+
+    method, refs = FLOW_METHODS[name](), []
+
+    def keep_a_weak_reference(tau, loss):
+        if method._solver is not None and not refs:
+            refs.append(weakref.ref(method._solver))
+
+    gc.disable()
+    try:
+        train(Quadratic(batch=2, seed=3).problem(), Quadratic(batch=2, seed=3).network(), method, max_iters=5,
+              callback=keep_a_weak_reference)
+        assert refs and refs[0]() is None
+    finally:
+        gc.enable()

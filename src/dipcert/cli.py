@@ -94,7 +94,7 @@ METHOD_OPTIONS = [
     click.option("--alpha", default="auto", show_default=True, callback=_parse_auto,
                  help="Viscous damping α of the inertial methods; auto = 2√μ, μ = λ_min(A J Jᵀ Aᵀ) at θ0."),
     click.option("--beta", default=None, callback=_parse_auto,
-                 help="Hessian damping β [default: 0, except inna (needs β > 0): auto = 2/√L, L = λ_max(A J Jᵀ Aᵀ)]."),
+                 help="Hessian damping β [default: 0, except inna (needs β > 0): auto = 1/√L, L = λ_max(A J Jᵀ Aᵀ)]."),
     click.option("--adaptive-step", is_flag=True, help="Adaptive step for gradient-difference and inna (our rule, not the paper's)."),
     click.option("--ode-solver", type=click.Choice(["RK45", "RK23", "DOP853"]), default="RK45", show_default=True,
                  help="SciPy solver of gradient-flow and inertial-flow."),

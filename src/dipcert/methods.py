@@ -10,9 +10,9 @@ a power-iteration estimate of L, for the steps of gd, heavy ball and Nesterov):
 - viscous damping α = 2√μ: critical damping of the slowest mode of the linearized dynamics
   ë + (α + βλ) ė + λ e = 0 (theory.md §4.1);
 - Hessian damping: β = 0 by default (the companion paper finds it unnecessary on its problem),
-  except for C2, whose first-order form needs β > 0. ``auto`` is β = 2/√L: for α ≪ √L it
-  critically damps the stiffest mode (α + βL = 2√L) and maximizes C2's stable step (≈ 2/√L;
-  smaller β leave that mode complex and the step limited to about β);
+  except for C2, whose first-order form needs β > 0. ``auto`` is β = 1/√L, the best of
+  β√L ∈ {0.5, 1, 2, 4} on the Fig. 1 problem (docs/inertia.md). With α ≈ 0, β = 2/√L would give
+  the largest stable step, but with α = 2√μ not small against √L it gives a smaller one;
 - Adam: learning rate 1e-2, the usual DIP setting.
 """
 from __future__ import annotations
@@ -126,9 +126,9 @@ def build_method(settings: MethodSettings, problem: Problem, network: Network,
             beta = pick("beta", 0.0, None, "", "default: 0 (the inertia paper finds beta unnecessary)")
         else:
             beta = pick("beta", "auto" if settings.beta is None else settings.beta,
-                        lambda: 2 / math.sqrt(extremes()[1]),
-                        "auto: 2/sqrt(L), L = lambda_max(A J J^T A^T) at theta_0: critical damping of the "
-                        "stiffest mode (alpha + beta L = 2 sqrt(L) when alpha << sqrt(L)), the largest stable C2 step")
+                        lambda: 1 / math.sqrt(extremes()[1]),
+                        "auto: 1/sqrt(L), L = lambda_max(A J J^T A^T) at theta_0 (a measured compromise, "
+                        "see docs/inertia.md)")
     if name in ODE_METHODS:
         solver = dict(solver=settings.ode_solver, rtol=settings.rtol, atol=settings.atol)
         chosen["solver"] = solver

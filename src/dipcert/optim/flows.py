@@ -83,8 +83,19 @@ class _Flow:
         self._layout: _Layout | None = None
         self._active: np.ndarray | None = None
 
-    def bind(self, oracle: Oracle) -> None:
-        self._oracle = oracle
+    def bind(self, oracle: Oracle | None) -> None:
+        """Start a new integration with ``oracle`` (``None``: release the solver and its stages,
+        several copies of the state, when training ends)."""
+        self._drop_solver()
+        self._oracle, self._layout, self._active = oracle, None, None
+
+    def _drop_solver(self) -> None:
+        """Free the solver's arrays now. A SciPy solver is in a reference cycle (its wrapped ``fun``
+        refers back to it), so it would otherwise hold several copies of the state until the next
+        garbage collection."""
+        if self._solver is not None:
+            vars(self._solver).clear()
+        self._solver = None
 
     # -- the ODE right-hand side, on the (batch, blocks·size) state
     def _gradient(self, theta: np.ndarray) -> np.ndarray:
@@ -136,9 +147,11 @@ class _Flow:
             return
         keep = indices.cpu().numpy()
         state = self._solver.y.reshape(len(self._active), -1)[keep]
+        t, step = self._solver.t, self._solver.step_size
+        self._drop_solver()
         self._active = self._active[keep]
         self.time = self.time[indices.to(self.time.device)]
-        self._start(state, self._solver.t, self._solver.step_size)
+        self._start(state, t, step)
 
     def describe(self) -> dict:
         return {"name": self.name, "solver": self.solver_name, "rtol": self.rtol, "atol": self.atol,

@@ -11,6 +11,7 @@ A method sees the gradient at the current iterate (``update``); a method that ne
 elsewhere (the ODE integrators) sets ``uses_gradient = False`` and receives an *oracle*
 θ ↦ ∇_θ L_y(A g(u, θ)) through ``bind``. Every gradient is counted per run (``evaluations``);
 a method with a notion of time t (the ODEs; Σ h for the inertial schemes C1, C2) exposes ``time``.
+A method object holds the state of one training run: use a fresh one for each call.
 """
 from __future__ import annotations
 
@@ -248,6 +249,8 @@ def train(
     for b in torch.nonzero(run.active).flatten().tolist():
         status[run.index[b]], iterations[run.index[b]] = "max_iterations", max_iters
     seconds = time.perf_counter() - start
+    if hasattr(method, "bind"):
+        method.bind(None)  # let the method free its solver state now, not at the next garbage collection
     history = recorder.history(iterations.copy())
     x_final, params_final = run.finish(x)
     return TrainResult(
