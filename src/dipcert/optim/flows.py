@@ -64,8 +64,6 @@ class _Flow:
     name = ""
     uses_gradient = False
     commutes_with_reduction = True
-    #: copies of θ in the ODE state (θ alone, or θ and ψ / v)
-    blocks = 1
 
     def __init__(self, *, solver: str = "RK45", rtol: float = 1e-8, atol: float = 1e-12,
                  max_step: float = np.inf, first_step: float | None = None) -> None:
@@ -97,7 +95,7 @@ class _Flow:
             vars(self._solver).clear()
         self._solver = None
 
-    # -- the ODE right-hand side, on the (batch, blocks·size) state
+    # -- the ODE right-hand side, on the (batch, size) state: θ, or θ and ψ (or v) side by side
     def _gradient(self, theta: np.ndarray) -> np.ndarray:
         return self._layout.pack(self._oracle(self._layout.unpack(theta)))
 
@@ -171,7 +169,6 @@ class InertialFlow(_Flow):
     """The DIN system θ̈ + α θ̇ + β (d/dt)∇L + ∇L = 0, θ̇(0) = 0 (theory.md §4.1)."""
 
     name = "inertial-flow"
-    blocks = 2
 
     def __init__(self, alpha: float = 1.0, beta: float = 0.0, **solver) -> None:
         super().__init__(**solver)
