@@ -1,10 +1,12 @@
 """Cost of one gradient-descent iteration of the two-layer DIP, against memory-bound baselines.
 
 Setting: the 64×64 "camera" image (n = m = 4096) blurred by GaussianBlur((64, 64), 1.0), width
-k = 10⁴, float32, one run. Every iteration of the reduced parametrization needs x = V φ(z)/√k and
-Vᵀw/√k, i.e. two passes over V (n×k float32, 164 MB); the rest is O(n + k) work or an FFT on 64×64.
-So the floor of an iteration is the time to read V twice. Training V as well ("WV") adds one
-read-and-write of V (the rank-one update), so it should cost about twice training W alone.
+k = 10⁴, float32, one run. As two matrix-vector products, an iteration with W trained (reduced
+parametrization) needs x = V φ(z)/√k and Vᵀw/√k, i.e. two passes over V (n×k float32, 164 MB); the
+rest is O(n + k) work or an FFT on 64×64. Training V as well ("WV") adds one read-and-write of V
+(the rank-one update). The library's default on the CPU is the fused kernel (dipcert/kernels.py),
+which does the step and the next forward pass in one pass over V, reading each column block twice
+while it is in cache: one read of V per iteration for W, one read and one write for WV.
 
 Acceptance criteria measured (issue 2):
   1. iteration(train="W") ≤ ~1.3 × (stream V twice), "stream V twice" being two ``V.sum()``;
@@ -13,9 +15,10 @@ Acceptance criteria measured (issue 2):
 The iteration is timed on the real path, ``dipcert.optim.train(problem, network, GradientDescent(0.5),
 max_iters=N, record_every=N)``: wall time / N (history recording, which computes ‖θ − θ₀‖, happens only
 at τ = 0 and τ = N). ``record_every=1`` is timed too, and so is ``max_iters=1``, which gives the
-marginal cost of one more iteration, (N·t_N − t_1)/(N − 1), free of train()'s fixed cost. Baselines
-on the same V: two ``V.sum()`` (read bandwidth) and the two GEMVs ``bmm(V, h)`` + ``bmm(w, V)`` (the
-BLAS floor). The pieces of an iteration are timed separately to show where the time goes.
+marginal cost of one more iteration, (N·t_N − t_1)/(N − 1), free of train()'s fixed cost. The
+matrix-vector path (``TwoLayerDIP(fused=False)``) is timed in the same rounds. Baselines on the same
+V: two ``V.sum()`` (read bandwidth) and the two GEMVs ``bmm(V, h)`` + ``bmm(w, V)`` (the BLAS
+floor of the matrix-vector path). The pieces of an iteration are timed separately.
 
 Items are interleaved: each round times every item once; ratios are medians over rounds of per-round
 ratios, so that drifts of a shared machine hit numerator and denominator alike. "cores" is process
@@ -111,13 +114,14 @@ def build(iters: int, reps: int) -> tuple[list[Item], int]:
     op = GaussianBlur(SHAPE, SIGMA, dtype=torch.float32)
     problem = image_problem(load_image("builtin:camera", SHAPE), op)
     n = op.in_size
-    net_w = TwoLayerDIP(n, K, train="W", dtype=torch.float32)
-    net_wv = TwoLayerDIP(n, K, train="WV", dtype=torch.float32)
+    nets = {(train, fused): TwoLayerDIP(n, K, train=train, dtype=torch.float32, fused=fused)
+            for train in ("W", "WV") for fused in (True, False)}
+    net_w, net_wv = nets["W", False], nets["WV", False]
     V = net_w.V0  # (1, n, k) float32: what a W iteration reads twice
     h = net_w.activation(net_w.z0).unsqueeze(-1)  # (1, k, 1)
     w = torch.randn(1, 1, n, dtype=V.dtype)
 
-    # The pieces of an iteration at θ₀, in the order train() calls them.
+    # The pieces of a matrix-vector iteration at θ₀, in the order train() calls them.
     loss, gd, active = MSELoss(), GradientDescent(STEP), torch.ones(1, dtype=torch.bool)
     p_w = net_w.initial_params()
     x, pullback = net_w.forward(p_w)
@@ -128,31 +132,40 @@ def build(iters: int, reps: int) -> tuple[list[Item], int]:
     p_wv = net_wv.initial_params()
     init_wv = {name: t.clone() for name, t in p_wv.items()}
     grads_wv = net_wv.forward(p_wv)[1](cot)
+    # The fused steps (moving θ a little each call, as training does).
+    steps = gd.descent_steps(active, torch.float32)
+    fused_w, fused_wv = nets["W", True], nets["WV", True]
+    q_w = {name: t.clone() for name, t in fused_w.descent_state().items()}
+    q_wv = {name: t.clone() for name, t in fused_wv.descent_state().items()}
 
-    def setup_wv():  # what train() does before its loop: θ₀ and a copy of it (two copies of V)
-        return {name: t.clone() for name, t in net_wv.initial_params().items()}
+    def setup_wv():  # what train() does before its loop (fused): θ₀ laid out for descend, and a copy
+        return {name: t.clone() for name, t in fused_wv.descent_state().items()}
 
-    N = iters
+    N, PRODUCTS = iters, ", matrix-vector products"
     return [
         Item(STREAM2, lambda: (V.sum(), V.sum()), reps, passes=2),
         Item(GEMV2, lambda: (torch.bmm(V, h), torch.bmm(w, V)), reps, passes=2),
-        Item(IT_W, trainer(problem, net_w, N, N), per_call=N, passes=2),
-        Item(IT_W + ", marginal", None, passes=2),
-        Item(IT_W + ", record_every=1", trainer(problem, net_w, N, 1), per_call=N, passes=2),
-        Item(IT_WV, trainer(problem, net_wv, N, N), per_call=N, passes=4),
-        Item(IT_WV + ", marginal", None, passes=4),
-        Item(IT_WV + ", record_every=1", trainer(problem, net_wv, N, 1), per_call=N, passes=6),
-        Item("train W, max_iters=1 (whole call)", trainer(problem, net_w, 1, 1)),
-        Item("train WV, max_iters=1 (whole call)", trainer(problem, net_wv, 1, 1)),
-        Item("  W: forward x = V φ(z)/√k", lambda: net_w.forward(p_w), reps, passes=1),
-        Item("  W: blur A x", lambda: op.forward_flat(x), reps),
-        Item("  W: loss value + gradient", lambda: (loss.value(v, problem.y), loss.grad(v, problem.y)), reps),
-        Item("  W: blur Aᵀ r", lambda: op.adjoint_flat(r), reps),
-        Item("  W: pullback Vᵀw/√k ⊙ φ'(z)", lambda: pullback(cot), reps, passes=1),
-        Item("  W: update z", lambda: gd.update(p_w, grads_w, active), reps),
-        Item("  WV: update z and V (rank one)", lambda: gd.update(p_wv, grads_wv, active), reps, passes=2),
+        Item(IT_W, trainer(problem, fused_w, N, N), per_call=N, passes=1),
+        Item(IT_W + ", marginal", None, passes=1),
+        Item(IT_W + ", record_every=1", trainer(problem, fused_w, N, 1), per_call=N, passes=1),
+        Item(IT_W + PRODUCTS, trainer(problem, net_w, N, N), per_call=N, passes=2),
+        Item(IT_WV, trainer(problem, fused_wv, N, N), per_call=N, passes=2),
+        Item(IT_WV + ", marginal", None, passes=2),
+        Item(IT_WV + ", record_every=1", trainer(problem, fused_wv, N, 1), per_call=N, passes=4),
+        Item(IT_WV + PRODUCTS, trainer(problem, net_wv, N, N), per_call=N, passes=4),
+        Item("train W, max_iters=1 (whole call)", trainer(problem, fused_w, 1, 1)),
+        Item("train WV, max_iters=1 (whole call)", trainer(problem, fused_wv, 1, 1)),
+        Item("  W: fused step + forward (descend)", lambda: fused_w.descend(q_w, cot, steps), reps, passes=1),
+        Item("  WV: fused step + forward (descend)", lambda: fused_wv.descend(q_wv, cot, steps), reps, passes=2),
+        Item("  blur A x", lambda: op.forward_flat(x), reps),
+        Item("  loss value + gradient", lambda: (loss.value(v, problem.y), loss.grad(v, problem.y)), reps),
+        Item("  blur Aᵀ r", lambda: op.adjoint_flat(r), reps),
+        Item("  products: forward x = V φ(z)/√k", lambda: net_w.forward(p_w), reps, passes=1),
+        Item("  products: pullback Vᵀw/√k ⊙ φ'(z)", lambda: pullback(cot), reps, passes=1),
+        Item("  products: update z", lambda: gd.update(p_w, grads_w, active), reps),
+        Item("  products: update z and V (rank one)", lambda: gd.update(p_wv, grads_wv, active), reps, passes=2),
         Item("  WV: ‖θ−θ₀‖ (each recorded step)", lambda: net_wv.param_sqdist(p_wv, init_wv), reps, passes=2),
-        Item("  WV: train() setup, 2 copies of V", setup_wv),
+        Item("  WV: train() setup, copy of V", setup_wv),
     ], V.numel() * V.element_size()
 
 
@@ -210,7 +223,7 @@ def main() -> None:
         cores[it + ", marginal"] = cores[it]
 
     rows = {}
-    print(f"\n{'per iteration (per call for pieces)':38s} {'median ms':>9s} {'min ms':>8s} {'GB/s':>6s} "
+    print(f"\n{'per iteration (per call for pieces)':44s} {'median ms':>9s} {'min ms':>8s} {'GB/s':>6s} "
           f"{'cores':>5s} {'÷stream2':>8s} {'÷GEMV2':>7s}")
     for it in items:
         med = statistics.median(times[it.name])
@@ -225,10 +238,11 @@ def main() -> None:
         }
         row = rows[it.name]
         gbs = f"{row['GB_per_s']:6.1f}" if row["GB_per_s"] else "     -"
-        print(f"{it.name:38s} {med * 1e3:9.2f} {row['min_s'] * 1e3:8.2f} {gbs} {row['cores']:5.2f} "
+        print(f"{it.name:44s} {med * 1e3:9.2f} {row['min_s'] * 1e3:8.2f} {gbs} {row['cores']:5.2f} "
               f"{row['per_stream_twice']:8.2f} {row['per_two_gemvs']:7.2f}")
-    print(f"GB/s: bytes of V moved / time (V is {v_bytes / 1e6:.0f} MB; an iteration reads it twice for W, and also\n"
-          "reads and writes it once for WV; ‖θ−θ₀‖ reads V and V₀). Pieces and max_iters=1 rows: per call.")
+    print(f"GB/s: bytes of V moved from memory / time (V is {v_bytes / 1e6:.0f} MB; a fused iteration reads it once\n"
+          "for W, reads and writes it once for WV; the products read it twice for W and also read and write it\n"
+          "once for WV; ‖θ−θ₀‖ reads V and V₀). Pieces and max_iters=1 rows: per call.")
 
     ratios = {
         "iter_W / stream_twice": ratio(times, IT_W, STREAM2),
@@ -239,6 +253,8 @@ def main() -> None:
         "marginal iter_WV / marginal iter_W": ratio(times, IT_WV + ", marginal", IT_W + ", marginal"),
         "iter_W(record_every=1) / iter_W": ratio(times, IT_W + ", record_every=1", IT_W),
         "iter_WV(record_every=1) / iter_WV": ratio(times, IT_WV + ", record_every=1", IT_WV),
+        "iter_W products / fused": ratio(times, IT_W + ", matrix-vector products", IT_W),
+        "iter_WV products / fused": ratio(times, IT_WV + ", matrix-vector products", IT_WV),
     }
     print("\nratios (median over rounds of per-round ratios):")
     for key, value in ratios.items():

@@ -62,6 +62,11 @@ def add_scaled_(param: Tensor, grad: Tensor | RankOne, scale: Tensor) -> None:
         param.addcmul_(grad, scale.view(-1, *([1] * (grad.dim() - 1))))
 
 
+#: With ``TwoLayerDIP(fused=None)``, gradient descent uses the fused kernel from this signal size n …
+FUSED_FROM_N = 64
+#: … or from this size of V_0 in bytes (the whole batch), whatever n.
+FUSED_FROM_BYTES = 128 << 20
+
 #: Row blocks a product with a large V is split into (see :func:`_blocks`).
 ROW_BLOCKS = 8
 #: Entries per run of V from which the products use row blocks.
@@ -145,6 +150,9 @@ class Network(ABC):
         x, vjp = torch.func.vjp(self.function, params)
         return x, lambda w: vjp(w)[0]
 
+    #: Whether :meth:`descend` is available (a gradient step fused with the next forward pass).
+    fused_descent: bool = False
+
     def ntk_matvec(self, params: Params, w: Tensor) -> Tensor:
         """J_g(θ) J_g(θ)ᵀ w for w of shape (batch, n) (the NTK Gram matrix applied to w)."""
         _, vjp = torch.func.vjp(self.function, params)
@@ -175,9 +183,16 @@ _CHUNK_ELEMENTS = 1 << 20
 
 
 def _sqdist(a: Tensor, b: Tensor) -> Tensor:
-    """‖a[i] − b[i]‖² per run, in cache-sized chunks: no temporary as large as ``a`` is allocated
-    (a full-size difference of V costs more than a training step)."""
+    """‖a[i] − b[i]‖² per run, in float64, without a temporary as large as ``a`` (a full-size
+    difference of V costs more than a training step): on the CPU by one pass of a compiled kernel,
+    elsewhere in cache-sized chunks."""
+    if a.dim() == 3 and a.transpose(1, 2).is_contiguous() and b.transpose(1, 2).is_contiguous():
+        a, b = a.transpose(1, 2), b.transpose(1, 2)  # V laid out for descend: the same sum, in memory order
     a, b = a.flatten(1), b.flatten(1)
+    if a.device.type == "cpu" and a.dtype == b.dtype and a.is_contiguous() and b.is_contiguous():
+        from .kernels import sqdist
+
+        return sqdist(a, b)
     step = max(1, _CHUNK_ELEMENTS // a.shape[0])
     total = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
     for start in range(0, a.shape[1], step):
@@ -198,6 +213,13 @@ class TwoLayerDIP(Network):
     W-gradient is r uᵀ, so gradient methods keep W(I − u uᵀ) = W_0(I − u uᵀ) and the dynamics of z
     are exactly those of W (theory.md §6); W is recovered by ``W_0 + (z − z_0) uᵀ``. The "full"
     parametrization trains W ∈ R^{k×d} through autograd and exists to check the reduction.
+
+    Gradient descent on the CPU can take its steps through :meth:`descend`, which reads V from
+    memory once per step instead of two or four times (kernels.py): always with ``fused=True``,
+    never with ``fused=False``, and with ``fused=None`` (default) where that was measured to be
+    faster (see :attr:`fused_descent`). Both paths give the same results up to rounding. Once used,
+    the kernel keeps a transposed copy of V_0 (the size of V_0), and a trained V is then a
+    non-contiguous (batch, n, k) view of a contiguous Vᵀ.
     """
 
     def __init__(
@@ -213,6 +235,7 @@ class TwoLayerDIP(Network):
         parametrization: str = "reduced",
         dtype: torch.dtype = torch.float64,
         device: str | torch.device | None = None,
+        fused: bool | None = None,
     ) -> None:
         self.n = _check_positive_int("n (signal size)", n)
         self.k = _check_positive_int("k (width)", k)
@@ -244,6 +267,8 @@ class TwoLayerDIP(Network):
         self.V0 = torch.stack(v0).to(**to)  # (b, n, k)
         self._W0: Tensor | None = None
         self._scale = 1.0 / math.sqrt(k)
+        self.fused = fused
+        self._v0_columns: tuple[Tensor, Tensor] | None = None  # (V0, V0ᵀ contiguous), for descend
 
     @property
     def W0(self) -> Tensor:
@@ -321,6 +346,52 @@ class TwoLayerDIP(Network):
             return grads
 
         return x, pullback
+
+    @property
+    def fused_descent(self) -> bool:
+        """:meth:`descend` is available and wanted: W reduced (or not trained), a built-in activation,
+        the CPU, and ``fused`` True, or None with n ≥ ``FUSED_FROM_N`` or V_0 (the whole batch) of at
+        least ``FUSED_FROM_BYTES``. Below both, the kernel is bound by its scalar activations and the
+        matrix-vector path is faster (measured in benchmarks/RESULTS.md)."""
+        if self.fused is False or self.device.type != "cpu":
+            return False
+        if self.fused is None and self.n < FUSED_FROM_N and self.V0.numel() * self.V0.element_size() < FUSED_FROM_BYTES:
+            return False
+        if self.trains_w and self.parametrization != "reduced":
+            return False
+        from .kernels import ACTIVATION_CODES
+
+        return self.activation.name in ACTIVATION_CODES and self.activation is get_activation(self.activation.name)
+
+    def _v0_transposed(self) -> Tensor:
+        """V_0ᵀ (batch, k, n), contiguous: a copy kept while V_0 stays the same tensor."""
+        if self._v0_columns is None or self._v0_columns[0] is not self.V0:
+            self._v0_columns = (self.V0, self.V0.transpose(1, 2).contiguous())
+        return self._v0_columns[1]
+
+    def descent_state(self) -> Params:
+        """θ_0 laid out for :meth:`descend` (not a copy: do not modify): as :meth:`initial_state`, but a
+        trained V is the (batch, n, k) view of a contiguous Vᵀ, so that its columns are contiguous."""
+        params = self.initial_state()
+        if self.trains_v:
+            params["V"] = self._v0_transposed().transpose(1, 2)
+        return params
+
+    def descend(self, params: Params, w: Tensor, steps: Tensor) -> Tensor:
+        """One gradient step θ ← θ + steps[b] · J_gᵀ w in place (steps: −γ, or 0 for a frozen run), and
+        x = g(u, θ) at the new θ, in one pass over V (kernels.py). Needs :attr:`fused_descent`; a
+        trained V should be laid out as in :meth:`descent_state` (it is moved there otherwise)."""
+        from .kernels import fused_descent
+
+        if self.trains_v:
+            Vt = params["V"].transpose(1, 2)
+            if not Vt.is_contiguous():
+                Vt = Vt.contiguous()
+                params["V"] = Vt.transpose(1, 2)
+        else:
+            Vt = self._v0_transposed()
+        z = params["z"] if self.trains_w else self.z0.clone()  # (a fixed z is read, never written)
+        return fused_descent(Vt, z, w, steps, self.activation.name, train_w=self.trains_w, train_v=self.trains_v)
 
     def ntk_matvec(self, params: Params, w: Tensor) -> Tensor:
         """Closed form (theory.md §2.3): J Jᵀ = V D² Vᵀ/k when W trains, plus (‖φ(z)‖²/k) I when V

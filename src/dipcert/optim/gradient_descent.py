@@ -26,11 +26,12 @@ class GradientDescent:
     def update(self, params: Params, grads: dict[str, Tensor | RankOne], active: Tensor) -> None:
         """One step on the runs where ``active`` is True; the others stay frozen."""
         for name, grad in grads.items():
-            add_scaled_(params[name], grad, self._scale(active, grad))
+            dtype = grad.left.dtype if isinstance(grad, RankOne) else grad.dtype
+            add_scaled_(params[name], grad, self.descent_steps(active, dtype))
 
-    def _scale(self, active: Tensor, like: Tensor | RankOne) -> Tensor:
-        """−γ on active runs, 0 on the others; cached while ``active`` does not change."""
-        dtype = like.left.dtype if isinstance(like, RankOne) else like.dtype
+    def descent_steps(self, active: Tensor, dtype: torch.dtype) -> Tensor:
+        """−γ on active runs, 0 on the others (the ``steps`` of ``Network.descend``, which fuses a
+        step with the next forward pass); cached while ``active`` does not change."""
         if self._cached is not None and self._cached[0] is active and self._cached[1].dtype == dtype:
             return self._cached[1]
         step = self.step if isinstance(self.step, float) else self.step.to(device=active.device)

@@ -44,7 +44,8 @@ class Method(Protocol):
     ``update`` gets ``grads=None`` and uses the oracle given to ``bind(oracle)``), ``time`` (a
     tensor with the time t of each working run), ``commutes_with_reduction`` (True when the
     update is a linear combination of gradients and iterates, so that the z = W u reduction of
-    theory.md §6 is exact)."""
+    theory.md §6 is exact), ``descent_steps(active, dtype)`` (the update is θ ← θ + steps[b]·∇θ:
+    the loop may then fuse it with the next forward pass, see ``Network.descend``)."""
 
     name: str
 
@@ -164,7 +165,8 @@ def train(
             f"problem is {problem.y.dtype} on {problem.y.device} but network is {network.dtype} on {network.device}"
         )
     loss.check_data(problem.y)
-    run = _WorkingSet(problem, network, method)
+    fused = hasattr(method, "descent_steps") and network.fused_descent
+    run = _WorkingSet(problem, network, method, fused)
     batch, device = network.batch, problem.y.device
     track_time = hasattr(method, "time")
     names = ("loss", "error", "param_dist") + (("time",) if track_time else ())
@@ -178,13 +180,17 @@ def train(
     uses_gradient = getattr(method, "uses_gradient", True)
     failure: str | None = None
 
+    def cotangent(v: Tensor) -> Tensor:
+        """Aᵀ ∇ℓ(v) for the working runs: one gradient evaluation, counted for the running ones."""
+        evaluations.index_add_(0, run.index, run.active.long())
+        return run.problem.operator.adjoint_flat(loss.grad(v, run.problem.y))
+
     def gradient(params: Params, x: Tensor | None = None, pullback=None, v: Tensor | None = None) -> Gradients:
-        """∇_θ L_y(A g(u, θ)) for the working runs, counted for the running ones."""
+        """∇_θ L_y(A g(u, θ)) for the working runs."""
         if pullback is None:
             x, pullback = run.network.forward(params)
             v = run.problem.operator.forward_flat(x)
-        evaluations.index_add_(0, run.index, run.active.long())
-        return pullback(run.problem.operator.adjoint_flat(loss.grad(v, run.problem.y)))
+        return pullback(cotangent(v))
 
     if hasattr(method, "bind"):
         method.bind(gradient)
@@ -193,13 +199,18 @@ def train(
     def record(tau: int, x: Tensor) -> None:
         if run.problem.x_true is not None:
             latest["error"].index_copy_(0, run.index, (x - run.problem.x_true).norm(dim=-1).double())
-        latest["param_dist"].index_copy_(0, run.index, run.network.param_sqdist(run.params, run.initial).sqrt())
+        if tau > 0:  # (θ_0 − θ_0 = 0: a pass over the weights saved)
+            latest["param_dist"].index_copy_(0, run.index, run.network.param_sqdist(run.params, run.initial).sqrt())
         if track_time and method.time is not None:
             latest["time"].index_copy_(0, run.index, method.time.double())
         recorder.add(iteration=tau, seconds=time.perf_counter() - start, evaluations=evaluations, **latest)
 
+    x_next: Tensor | None = None  # x at the new θ, when the step computed it (fused descent)
     for tau in range(max_iters + 1):
-        x, pullback = run.network.forward(run.params)
+        if x_next is None:
+            x, pullback = run.network.forward(run.params)
+        else:
+            x, x_next = x_next, None
         v = run.problem.operator.forward_flat(x)
         value = loss.value(v, run.problem.y)
         if run.limit is None:  # a loss above this many times its initial value is a divergence
@@ -233,6 +244,9 @@ def train(
                 v = run.problem.operator.forward_flat(x)
         if last:
             break
+        if fused:
+            x_next = run.network.descend(run.params, cotangent(v), method.descent_steps(run.active, x.dtype))
+            continue
         grads = gradient(run.params, x, pullback, v) if uses_gradient else None
         try:
             method.update(run.params, grads, run.active)
@@ -269,6 +283,7 @@ def train(
             "loss_tol": loss_tol,
             "record_every": record_every,
             "divergence_factor": divergence_factor,
+            "fused_descent": fused,
             **({"failure": failure} if failure else {}),
         },
     )
@@ -279,16 +294,19 @@ class _WorkingSet:
     state, with ``index`` mapping its rows to the full batch. Stopped runs leave it on
     :meth:`compact`; their final reconstruction and parameters are kept aside."""
 
-    def __init__(self, problem: Problem, network: Network, method: Method) -> None:
-        self.problem, self.network, self.method = problem, network, method
-        self.params = network.initial_params()
-        self.initial = network.initial_state()  # θ_0, for ‖θ − θ_0‖: the network's own, not a copy
+    def __init__(self, problem: Problem, network: Network, method: Method, fused: bool) -> None:
+        self.problem, self.network, self.method, self.fused = problem, network, method, fused
+        self.initial = self._initial_state()  # θ_0, for ‖θ − θ_0‖: the network's own, not a copy
+        self.params = {name: p.clone() for name, p in self.initial.items()}  # (clone keeps the layout)
         self.size = network.batch
         self.index = torch.arange(self.size, device=problem.y.device)
         self.active = torch.ones(self.size, dtype=torch.bool, device=problem.y.device)
         self.limit: Tensor | None = None  # divergence threshold per working run
         self._x: Tensor | None = None  # full-batch results, allocated at the first compaction
         self._params: Params = {}
+
+    def _initial_state(self) -> Params:
+        return self.network.descent_state() if self.fused else self.network.initial_state()
 
     def _store(self, rows: Tensor, x: Tensor) -> None:
         """Copy the final state of working rows ``rows`` into the full-batch results."""
@@ -305,7 +323,7 @@ class _WorkingSet:
         self._store(drop, x)
         self.problem, self.network = self.problem.select(keep), self.network.select(keep)
         self.params = {name: p[keep] for name, p in self.params.items()}
-        self.initial = self.network.initial_state()
+        self.initial = self._initial_state()
         self.index, self.active, self.limit = self.index[keep], self.active[keep], self.limit[keep]
         self.method.select(keep)  # last: a method may evaluate gradients of the new working set
 
