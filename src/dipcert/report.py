@@ -16,13 +16,14 @@ from .fileio import atomic_output, atomic_write_text
 def versions() -> dict:
     """Versions of dipcert and of what its numbers depend on, for manifests and metrics."""
     import platform
+    from importlib.metadata import version
 
     import torch
 
     from . import __version__
 
     return {"dipcert": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+            "numba": version("numba"), "python": platform.python_version()}
 
 
 def _json_default(value):
