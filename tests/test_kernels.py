@@ -209,3 +209,29 @@ def test_sqdist_refuses_mismatched_inputs():
         sqdist(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="contiguous"):
         sqdist(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("train_layers", ["W", "WV"])
+def test_a_shrinking_batch_leaves_the_fused_path_below_the_size_rule(train_layers, monkeypatch):
+    """With fused=None, a working batch compacted below FUSED_FROM_BYTES goes on with the products
+    (which also read V in the fused layout): same trajectories as the products throughout."""
+    import dipcert.networks as networks
+
+    seeds = list(range(6))
+    problem = gaussian_problem(6, 3, seeds)
+    k = 700
+    monkeypatch.setattr(networks, "FUSED_FROM_BYTES", 4 * 6 * k * 8)  # V_0 of 4 runs
+    calls = []
+    descend = TwoLayerDIP.descend
+    monkeypatch.setattr(TwoLayerDIP, "descend", lambda self, *a: calls.append(self.batch) or descend(self, *a))
+    auto, products = [
+        train(problem, TwoLayerDIP(6, k, seeds=seeds, train=train_layers, fused=fused), GradientDescent(0.3),
+              max_iters=1000, loss_tol=1e-9, compact_below=0.9)
+        for fused in (None, False)
+    ]
+    assert auto.config["fused_descent"] and min(calls) >= 4
+    assert sorted(auto.iterations.tolist())[-4] < auto.iterations.max()  # steps were taken by ≤ 3 runs
+    assert auto.status == products.status
+    np.testing.assert_allclose(auto.history.loss, products.history.loss, rtol=1e-10, atol=1e-17)
+    np.testing.assert_allclose(auto.history.param_dist, products.history.param_dist, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(auto.x, products.x, rtol=1e-10, atol=1e-13)

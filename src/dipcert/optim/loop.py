@@ -165,8 +165,8 @@ def train(
             f"problem is {problem.y.dtype} on {problem.y.device} but network is {network.dtype} on {network.device}"
         )
     loss.check_data(problem.y)
-    fused = hasattr(method, "descent_steps") and network.fused_descent
-    run = _WorkingSet(problem, network, method, fused)
+    run = _WorkingSet(problem, network, method)
+    fused_at_start = run.fused
     batch, device = network.batch, problem.y.device
     track_time = hasattr(method, "time")
     names = ("loss", "error", "param_dist") + (("time",) if track_time else ())
@@ -244,7 +244,7 @@ def train(
                 v = run.problem.operator.forward_flat(x)
         if last:
             break
-        if fused:
+        if run.fused:
             x_next = run.network.descend(run.params, cotangent(v), method.descent_steps(run.active, x.dtype))
             continue
         grads = gradient(run.params, x, pullback, v) if uses_gradient else None
@@ -283,7 +283,7 @@ def train(
             "loss_tol": loss_tol,
             "record_every": record_every,
             "divergence_factor": divergence_factor,
-            "fused_descent": fused,
+            "fused_descent": fused_at_start,
             **({"failure": failure} if failure else {}),
         },
     )
@@ -294,8 +294,9 @@ class _WorkingSet:
     state, with ``index`` mapping its rows to the full batch. Stopped runs leave it on
     :meth:`compact`; their final reconstruction and parameters are kept aside."""
 
-    def __init__(self, problem: Problem, network: Network, method: Method, fused: bool) -> None:
-        self.problem, self.network, self.method, self.fused = problem, network, method, fused
+    def __init__(self, problem: Problem, network: Network, method: Method) -> None:
+        self.problem, self.network, self.method = problem, network, method
+        self.fused = self._fuses()
         self.initial = self._initial_state()  # θ_0, for ‖θ − θ_0‖: the network's own, not a copy
         self.params = {name: p.clone() for name, p in self.initial.items()}  # (clone keeps the layout)
         self.size = network.batch
@@ -304,6 +305,12 @@ class _WorkingSet:
         self.limit: Tensor | None = None  # divergence threshold per working run
         self._x: Tensor | None = None  # full-batch results, allocated at the first compaction
         self._params: Params = {}
+
+    def _fuses(self) -> bool:
+        """Steps go through ``network.descend``: asked again when the working batch shrinks, since
+        a network may take the fused path only from some size on (a trained V then keeps its layout,
+        which the other path also reads)."""
+        return hasattr(self.method, "descent_steps") and self.network.fused_descent
 
     def _initial_state(self) -> Params:
         return self.network.descent_state() if self.fused else self.network.initial_state()
@@ -323,6 +330,7 @@ class _WorkingSet:
         self._store(drop, x)
         self.problem, self.network = self.problem.select(keep), self.network.select(keep)
         self.params = {name: p[keep] for name, p in self.params.items()}
+        self.fused = self.fused and self._fuses()
         self.initial = self._initial_state()
         self.index, self.active, self.limit = self.index[keep], self.active[keep], self.limit[keep]
         self.method.select(keep)  # last: a method may evaluate gradients of the new working set
