@@ -14,7 +14,8 @@ on Vᵀ (batch, k, n).
 
 Work is split into chunks of columns whose number does not depend on the thread count, and the
 partial sums of the chunks are added in a fixed order: the same input gives the same result, bit
-for bit, whatever the number of threads. Summation order differs from the two-product path, so
+for bit, whatever the number of threads. With one thread a serial loop runs, so that no thread
+pool is started (its idle threads took CPU from a second process on a 2-core machine). Summation order differs from the two-product path, so
 results agree with it to rounding (tested in float64).
 """
 from __future__ import annotations
@@ -87,17 +88,37 @@ def _descend_chunk(Vt, z, w, step, code, train_w, train_v, lo, hi, block, h, out
                 out[i] += col[i] * hj
 
 
-@njit(parallel=True, cache=True)
-def _descend(Vt, z, w, steps, code, train_w, train_v, block, partial):
-    batch, k, n = Vt.shape
+@njit(cache=True)
+def _descend_item(Vt, z, w, steps, code, train_w, train_v, block, partial, item):
+    """Work item ``item``: one chunk of columns of one run."""
+    k = Vt.shape[1]
     chunks = partial.shape[0]
-    for item in prange(batch * chunks):
-        run, chunk = item // chunks, item % chunks
-        lo = chunk * CHUNK_COLUMNS
-        hi = min(k, lo + CHUNK_COLUMNS)
-        h = np.empty(block, dtype=Vt.dtype)
-        _descend_chunk(Vt[run], z[run], w[run], steps[run], code, train_w, train_v, lo, hi, block, h,
-                       partial[chunk, run])
+    run, chunk = item // chunks, item % chunks
+    lo = chunk * CHUNK_COLUMNS
+    hi = min(k, lo + CHUNK_COLUMNS)
+    h = np.empty(block, dtype=Vt.dtype)
+    _descend_chunk(Vt[run], z[run], w[run], steps[run], code, train_w, train_v, lo, hi, block, h, partial[chunk, run])
+
+
+@njit(parallel=True, cache=True)
+def _descend_parallel(Vt, z, w, steps, code, train_w, train_v, block, partial):
+    for item in prange(Vt.shape[0] * partial.shape[0]):
+        _descend_item(Vt, z, w, steps, code, train_w, train_v, block, partial, item)
+
+
+@njit(cache=True)
+def _descend_serial(Vt, z, w, steps, code, train_w, train_v, block, partial):
+    for item in range(Vt.shape[0] * partial.shape[0]):
+        _descend_item(Vt, z, w, steps, code, train_w, train_v, block, partial, item)
+
+
+def _threads() -> int:
+    """Threads for a kernel: torch's setting (capped by Numba's pool), so that a process limited to
+    one thread (a worker of ``reproduce --workers``) starts no thread pool at all."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if threads > 1:
+        numba.set_num_threads(threads)
+    return threads
 
 
 def fused_descent(Vt: Tensor, z: Tensor, w: Tensor, steps: Tensor, activation: str, *, train_w: bool = True,
@@ -118,9 +139,9 @@ def fused_descent(Vt: Tensor, z: Tensor, w: Tensor, steps: Tensor, activation: s
     dtype = Vt.dtype
     block = max(1, min(CHUNK_COLUMNS, BLOCK_BYTES // (n * Vt.element_size())))
     partial = np.empty((math.ceil(k / CHUNK_COLUMNS), batch, n), dtype=Vt.numpy().dtype)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     scaled = (steps.to(torch.float64) / math.sqrt(k)).to(dtype)
-    _descend(Vt.numpy(), z.numpy(), w.to(dtype).contiguous().numpy(), scaled.numpy(), ACTIVATION_CODES[activation],
+    descend = _descend_parallel if _threads() > 1 else _descend_serial
+    descend(Vt.numpy(), z.numpy(), w.to(dtype).contiguous().numpy(), scaled.numpy(), ACTIVATION_CODES[activation],
              train_w, train_v, block, partial)
     return torch.from_numpy(partial.sum(0)) * (1.0 / math.sqrt(k))
 
@@ -138,14 +159,24 @@ def _sqdist_chunk(a, b):
     return acc
 
 
-@njit(parallel=True, cache=True)
-def _sqdist(a, b, partial):
-    size = a.shape[1]
+@njit(cache=True)
+def _sqdist_item(a, b, partial, item):
     chunks = partial.shape[1]
-    for item in prange(a.shape[0] * chunks):
-        run, chunk = item // chunks, item % chunks
-        lo, hi = chunk * SQDIST_CHUNK, min(size, (chunk + 1) * SQDIST_CHUNK)
-        partial[run, chunk] = _sqdist_chunk(a[run, lo:hi], b[run, lo:hi])
+    run, chunk = item // chunks, item % chunks
+    lo, hi = chunk * SQDIST_CHUNK, min(a.shape[1], (chunk + 1) * SQDIST_CHUNK)
+    partial[run, chunk] = _sqdist_chunk(a[run, lo:hi], b[run, lo:hi])
+
+
+@njit(parallel=True, cache=True)
+def _sqdist_parallel(a, b, partial):
+    for item in prange(a.shape[0] * partial.shape[1]):
+        _sqdist_item(a, b, partial, item)
+
+
+@njit(cache=True)
+def _sqdist_serial(a, b, partial):
+    for item in range(a.shape[0] * partial.shape[1]):
+        _sqdist_item(a, b, partial, item)
 
 
 def sqdist(a: Tensor, b: Tensor) -> Tensor:
@@ -155,6 +186,5 @@ def sqdist(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(f"sqdist needs two contiguous (batch, size) tensors of one shape and dtype, got "
                          f"{tuple(a.shape)} {a.dtype} and {tuple(b.shape)} {b.dtype}")
     partial = np.empty((a.shape[0], max(1, math.ceil(a.shape[1] / SQDIST_CHUNK))))
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _sqdist(a.numpy(), b.numpy(), partial)
+    (_sqdist_parallel if _threads() > 1 else _sqdist_serial)(a.numpy(), b.numpy(), partial)
     return torch.from_numpy(partial.sum(1))
