@@ -15,8 +15,8 @@ on Vᵀ (batch, k, n).
 Work is split into chunks of columns whose number does not depend on the thread count, and the
 partial sums of the chunks are added in a fixed order: the same input gives the same result, bit
 for bit, whatever the number of threads. With one thread a serial loop runs, so that no thread
-pool is started (its idle threads took CPU from a second process on a 2-core machine). Summation order differs from the two-product path, so
-results agree with it to rounding (tested in float64).
+pool is started (its idle threads took CPU from a second process on a 2-core machine). Summation
+order differs from the two-product path, so results agree with it to rounding (tested in float64).
 """
 from __future__ import annotations
 
