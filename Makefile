@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dipcert-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean options
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
+
+options: $(STAMP)  # regenerate the README's option reference from the registries
+	$(BIN)/python -c "from dipcert.cli import write_option_reference; write_option_reference('README.md')"

@@ -15,10 +15,11 @@ import time
 import torch
 
 from dipcert.certify import certify
-from dipcert.solve import SolveConfig, build_network, build_problem
+from dipcert.config import RunConfig
+from dipcert.solve import build_network, build_problem
 
 
-def timed(config: SolveConfig) -> tuple[float, float, bool]:
+def timed(config: RunConfig) -> tuple[float, float, bool]:
     start = time.perf_counter()
     problem, _ = build_problem(config)
     network = build_network(config, problem)
@@ -34,11 +35,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'problem':<28}{'build s':>9}{'certify s':>11}{'(4) holds':>11}{'peak RSS MB':>13}")
     for e in range(3, args.max_log10_k + 1):
-        config = SolveConfig(signal="gaussian", n=5, m=2, width=10**e, step="certified")
+        config = RunConfig.build({"problem": {"signal": "gaussian", "n": 5}, "operator": {"m": 2},
+                                  "network": {"width": 10**e}, "method": {"step": "certified"}})
         build, cert, holds = timed(config)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{'n=5 m=2 k=1e%d W' % e:<28}{build:>9.2f}{cert:>11.2f}{str(holds):>11}{rss:>13.0f}")
-    build, cert, holds = timed(SolveConfig(step="certified"))
+    build, cert, holds = timed(RunConfig.build({"method": {"step": "certified"}}))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{'64x64 blur k=1e4 WV f32':<28}{build:>9.2f}{cert:>11.2f}{str(holds):>11}{rss:>13.0f}")
 

@@ -316,11 +316,13 @@ def test_gradient_flow_bound_is_the_mse_closed_form():
 @pytest.mark.parametrize("method_name", ["heavy-ball", "gradient-difference", "inna", "inertial-flow", "adam"])
 def test_a_posteriori_bound_holds_for_every_method(method_name):
     """For an injective A and the MSE, (‖y_τ − y‖ + ‖ε‖)/σ_A bounds ‖x_τ − x̄‖ along any trajectory."""
-    from dipcert.methods import MethodSettings, build_method
+    from dipcert.config import RunConfig
+    from dipcert.methods import METHOD, build_method
 
     problem = _square_problem(4, [0, 1], 0.3, True)
-    settings = MethodSettings(method_name)
-    net = _net(problem, 2000, [0, 1], train="W", parametrization="reduced" if settings.commutes_with_reduction else "full")
+    method_config = RunConfig.build({"method": {"method": method_name}}, (METHOD,)).method
+    settings = dict(method_config.values, method=method_name)
+    net = _net(problem, 2000, [0, 1], train="W", parametrization="reduced" if method_config.can("reduction") else "full")
     cert = certify(problem, net, dynamics="a-posteriori", hessian_iters=0)
     assert math.isnan(cert["condition_4"].value[0]) and "R_prime" not in cert.quantities
     method, _ = build_method(settings, problem, net)

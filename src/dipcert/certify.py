@@ -14,6 +14,11 @@ The condition is checked conservatively: σ_J is exact, R is the radius certifie
 bound on Lip_{B(θ_0, R)}(J_g) (so the theorem's R is at least as large), R' uses an *upper* bound on
 L through ν1 (increasing in γL). References: the paper's (4)-(10), docs/theory.md §2-3.
 
+Networks without proven bounds (the MLP of Definition II.1) get Lip(J_g) and L as estimates: their
+``condition_4`` is undecided, and ``condition_4_on_estimates`` says what the same test gives on
+the estimates (not a certificate). Losses without a KL desingularizer (logistic; KL without
+``v_max``) raise :class:`NoCertificate` with the reason.
+
 ``dynamics="flow"`` gives the gradient-flow version (theory.md §3.1): ν1 = 1, the time t in place
 of ν2 τ, no step condition. For any method and any iterate, :meth:`Certificate.a_posteriori_error_bound`
 turns the observed loss into a bound on ‖x_τ − x̄‖ (MSE, A injective; theory.md §4.2).
@@ -28,9 +33,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .losses import DesingularizerUnavailable, Loss, MSELoss
-from .networks import Network, Params, RankOne, TwoLayerDIP
+from .losses import DesingularizerUnavailable, KLLoss, Loss, MSELoss
+from .networks import MLP, Network, Params, TwoLayerDIP
 from .problems import Problem
+
+class NoCertificate(ValueError):
+    """No certificate exists for this loss (no KL desingularizer (3), or an infinite L_y(y_0));
+    the message says why."""
+
 
 KINDS = ("exact", "lower bound", "upper bound", "estimate", "assumption", "verdict")
 DYNAMICS = ("gd", "flow", "a-posteriori")
@@ -77,18 +87,55 @@ def _two_layer_gram(net: TwoLayerDIP, chunk_elements: int = 1 << 22) -> Tensor:
     return gram
 
 
-def _generic_gram(net: Network, params: Params) -> Tensor:
-    """J Jᵀ from n NTK products (one per basis vector), float64, shape (batch, n, n)."""
-    eye = torch.eye(net.n, dtype=net.dtype, device=net.device)
-    cols = [net.ntk_matvec(params, eye[i].expand(net.batch, -1)) for i in range(net.n)]
-    return torch.stack(cols, dim=-1).double()
+def _generic_gram(net: Network, params: Params, chunk_elements: int = 1 << 24) -> Tensor:
+    """J Jᵀ in float64, shape (batch, n, n), column block by column block: for a block E of basis
+    vectors, J (Jᵀ E) by a vectorized vector–Jacobian product then a Jacobian–vector product, so
+    that at most ``chunk_elements`` numbers of Jᵀ E (never the n×p Jacobian) are held at once."""
+    params = {name: p.detach().double() for name, p in params.items()}
+    _, pullback = torch.func.vjp(net.function, params)
+
+    def column(w: Tensor) -> Tensor:  # J Jᵀ w for w of shape (batch, n)
+        return torch.func.jvp(net.function, (params,), pullback(w))[1]
+
+    p = sum(t[0].numel() for t in params.values())
+    chunk = max(1, chunk_elements // (p * net.batch))
+    eye = torch.eye(net.n, dtype=torch.float64, device=net.device)
+    blocks = [torch.func.vmap(column)(eye[i : i + chunk, None, :].expand(-1, net.batch, -1))
+              for i in range(0, net.n, chunk)]
+    return torch.cat(blocks).permute(1, 2, 0)  # [b, :, i] = J Jᵀ e_i
+
+
+def _mlp_gram(net: MLP, params: Params) -> Tensor:
+    """J Jᵀ for the MLP of Definition II.1 layer by layer, float64, shape (batch, n, n).
+
+    With a_l = W⁽ˡ⁾g⁽ˡ⁻¹⁾ and B_l = ∂g/∂a_l (n × N_l), the Jacobian in W⁽ˡ⁾ maps Δ to B_l Δ g⁽ˡ⁻¹⁾, so
+    J_l J_lᵀ = ‖g⁽ˡ⁻¹⁾‖² B_l B_lᵀ; B_L = I and B_l = B_{l+1} W⁽ˡ⁺¹⁾ diag φ'(a_l) (backpropagation of
+    the n output directions through the widths N_l only: no n×p Jacobian, O(n² Σ N_l) work).
+    """
+    weights = [p.detach().double() for p in params.values()]
+    acts, pre = [net.u.double()], []  # g⁽⁰⁾, …, g⁽ᴸ⁻¹⁾ and a_1, …, a_{L−1}
+    for W in weights[:-1]:
+        pre.append(torch.einsum("bij,bj->bi", W, acts[-1]))
+        acts.append(net.activation(pre[-1]))
+    gram = torch.diag_embed(acts[-1].pow(2).sum(-1, keepdim=True).expand(-1, net.n)).contiguous()  # layer L
+    B = weights[-1]  # B_{l+1} W⁽ˡ⁺¹⁾ for the layer l handled next
+    for l in range(len(weights) - 2, -1, -1):  # layers L−1, …, 1 (0-based index l)
+        B = B * net.activation.derivative(pre[l]).unsqueeze(1)  # B_l
+        gram.baddbmm_(B * acts[l].pow(2).sum(-1)[:, None, None], B.transpose(1, 2))
+        if l > 0:
+            B = B @ weights[l]
+    return gram
 
 
 def jacobian_gram(net: Network, params: Params | None = None) -> Tensor:
-    """J_g(θ) J_g(θ)ᵀ (θ = θ_0 by default), float64, shape (batch, n, n)."""
+    """J_g(θ) J_g(θ)ᵀ (θ = θ_0 by default), float64, shape (batch, n, n): in closed form for the
+    two-layer net at θ_0, layer by layer for the MLP, from Jacobian–vector products otherwise."""
     if params is None and isinstance(net, TwoLayerDIP):
         return _two_layer_gram(net)
-    return _generic_gram(net, params if params is not None else net.initial_state())
+    params = params if params is not None else net.initial_state()
+    if isinstance(net, MLP):
+        return _mlp_gram(net, params)
+    return _generic_gram(net, params)
 
 
 def _extreme_eigenvalues(gram: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -172,19 +219,31 @@ def certified_radius(sigma_J: np.ndarray, lip: LipschitzBound) -> np.ndarray:
 
 
 def sampled_lipschitz(
-    net: Network, radius: float | np.ndarray, pairs: int = 20, generator: torch.Generator | None = None
+    net: Network, radius: float | np.ndarray, pairs: int = 20, generator: torch.Generator | None = None,
+    power_iters: int = 20,
 ) -> np.ndarray:
-    """max ‖J(θ) − J(θ')‖/‖θ − θ'‖ over random pairs in B(θ_0, radius): a *lower* estimate of
-    Lip_{B(θ_0, radius)}(J_g), per run. Jacobians are formed row by row (small n only)."""
+    """max ‖J(θ) − J(θ')‖/‖θ − θ'‖ over random pairs in B(θ_0, radius) (radius > 0): a *lower*
+    estimate of Lip_{B(θ_0, radius)}(J_g), per run.
+
+    Each pair lies in a ball B(θ_0, r) with r log-uniform between min(radius, 10⁻³‖θ_0‖) and radius
+    (a wide ball of a bounded activation is mostly saturated: small r see the curvature near θ_0);
+    θ is drawn in it and θ' on the segment from θ to a second point of it, at a fraction
+    10^(−U(0, 3)). Each ‖J(θ) − J(θ')‖ is estimated from below by ``power_iters`` power iterations
+    on (J − J')(J − J')ᵀ with vector–Jacobian and Jacobian–vector products: no Jacobian is formed.
+    """
     gen = generator or torch.Generator().manual_seed(0)
     theta0 = net.initial_state()
-    radius = torch.as_tensor(np.broadcast_to(radius, (net.batch,)).copy(), dtype=net.dtype, device=net.device)
+    radius = torch.as_tensor(np.broadcast_to(radius, (net.batch,)).copy(), dtype=torch.float64, device=net.device)
+    norm0 = sum(p.double().pow(2).flatten(1).sum(-1) for p in theta0.values()).sqrt()
+    smallest = torch.minimum(radius, 1e-3 * norm0)
     best = np.zeros(net.batch)
     for _ in range(pairs):
-        points = [_random_point_in_ball(theta0, radius, gen) for _ in range(2)]
-        jac = [_jacobian(net, p) for p in points]
-        dist = sum((points[0][k] - points[1][k]).pow(2).flatten(1).sum(-1) for k in theta0).sqrt()
-        ratio = torch.linalg.matrix_norm(jac[0] - jac[1], ord=2) / dist
+        scale = (radius * (smallest / radius) ** torch.rand((), generator=gen, dtype=torch.float64)).to(net.dtype)
+        first, other = _random_point_in_ball(theta0, scale, gen), _random_point_in_ball(theta0, scale, gen)
+        fraction = 10.0 ** (-3 * torch.rand((), generator=gen, dtype=torch.float64).item())
+        second = {k: first[k] + fraction * (other[k] - first[k]) for k in first}
+        dist = sum((first[k] - second[k]).pow(2).flatten(1).sum(-1) for k in first).sqrt()
+        ratio = _jacobian_difference_norm(net, first, second, power_iters, gen) / dist
         best = np.maximum(best, ratio.double().cpu().numpy())
     return best
 
@@ -196,15 +255,20 @@ def _random_point_in_ball(center: Params, radius: Tensor, gen: torch.Generator) 
     return {k: center[k] + steps[k] * scale.view(-1, *([1] * (steps[k].dim() - 1))) for k in center}
 
 
-def _jacobian(net: Network, params: Params) -> Tensor:
-    """J_g(θ) as (batch, n, p), by n pullbacks."""
-    _, pullback = net.forward(params)
-    eye = torch.eye(net.n, dtype=net.dtype, device=net.device)
-    rows = []
-    for i in range(net.n):
-        grads = pullback(eye[i].expand(net.batch, -1))
-        rows.append(torch.cat([(g.dense() if isinstance(g, RankOne) else g).flatten(1) for g in grads.values()], 1))
-    return torch.stack(rows, dim=1)
+def _jacobian_difference_norm(net: Network, p: Params, q: Params, iters: int, gen: torch.Generator) -> Tensor:
+    """‖J(p) − J(q)‖ per run, from below: the Rayleigh quotient of (J_p − J_q)(J_p − J_q)ᵀ after
+    ``iters`` power iterations (products with J_pᵀ, J_qᵀ by VJP and with J_p, J_q by JVP)."""
+    _, pull_p = torch.func.vjp(net.function, p)
+    _, pull_q = torch.func.vjp(net.function, q)
+    w = torch.randn(net.batch, net.n, generator=gen, dtype=torch.float64).to(dtype=net.dtype, device=net.device)
+    estimate = torch.zeros(net.batch, dtype=net.dtype, device=net.device)
+    for _ in range(iters):
+        w = w / w.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+        (grad_p,), (grad_q,) = pull_p(w), pull_q(w)
+        diff = {k: grad_p[k] - grad_q[k] for k in grad_p}  # (J_p − J_q)ᵀ w
+        estimate = sum(d.pow(2).flatten(1).sum(-1) for d in diff.values()).sqrt()
+        w = torch.func.jvp(net.function, (p,), (diff,))[1] - torch.func.jvp(net.function, (q,), (diff,))[1]
+    return estimate
 
 
 # ---------------------------------------------------------------- the smoothness constant L
@@ -316,7 +380,9 @@ class Certificate:
         return self.loss.Psi_inv(self._xi(tau)).numpy()
 
     def residual_bound(self, tau: np.ndarray) -> np.ndarray:
-        """ψ(Ψ⁻¹(ξ_τ)); for the MSE with c = √2 this bounds ‖y_τ − y‖."""
+        """ψ(Ψ⁻¹(ξ_τ)): a bound on ‖y_τ − v*‖, v* the minimizer of the convex L_y (the KL inequality
+        on a convex function bounds the distance to its minimizer by ψ(L_y)); v* = y for the MSE,
+        where ψ(L_y(v)) = ‖v − y‖ with c = √2."""
         return self.loss.psi(self.loss.Psi_inv(self._xi(tau))).numpy()
 
     def param_bound(self, tau: np.ndarray) -> np.ndarray:
@@ -330,10 +396,12 @@ class Certificate:
         return 2 * q["nu1"].value * self.residual_bound(tau) / (q["sigma_min_J0"].value * q["sigma_A"].value)
 
     def error_bound(self, tau: np.ndarray) -> np.ndarray:
-        """(8) with λ = σ_min(A) (A injective, so A-5 holds) and the assumed dist(x̄, Σ')."""
+        """(8) with λ = σ_min(A) (A injective, so A-5 holds) and the assumed dist(x̄, Σ'), plus
+        ‖v* − y‖/λ when the loss's minimizer v* is not y (the KL continuation)."""
         q = self.quantities
         lam, dist, noise = q["lambda"].value, q["dist"].value, q["noise_norm"].value
-        return self.residual_bound(tau) / lam + (1 + q["norm_A"].value / lam) * dist + noise / lam
+        residual = self.residual_bound(tau) + q["argmin_offset"].value
+        return residual / lam + (1 + q["norm_A"].value / lam) * dist + noise / lam
 
     def a_posteriori_error_bound(self, loss_values: np.ndarray) -> np.ndarray:
         """‖x_τ − x̄‖ ≤ (‖y_τ − y‖ + ‖ε‖)/λ + (1 + ‖A‖/λ) dist(x̄, Σ') from the observed loss, for any
@@ -380,15 +448,20 @@ class Certificate:
     def verdict_text(self, run: int = 0) -> str:
         q = self.quantities
         v = q["condition_4"].value[run]
+        if math.isnan(v) and "condition_4_on_estimates" in q:
+            on_estimates = "holds" if q["condition_4_on_estimates"].value[run] == 1 else "does not hold"
+            return ("Condition (4): undecided: " + q["condition_4"].note + ". Evaluated on those estimates it "
+                    f"{on_estimates} (R - R' = {q['margin'].value[run]:.4g}): a verdict built on estimates, "
+                    "not a certificate.")
         if math.isnan(v):
             return "Condition (4): undecided: " + q["condition_4"].note
         margin, step, L = q["margin"].value[run], q["step"].value[run], q["L"].value[run]
         if v == 1 and self.dynamics == "flow":
             return (f"Condition (4) holds (R - R' = {margin:.4g} > 0): the gradient-flow version of "
-                    "Theorem III.1 (as reconstructed in docs/theory.md 3.1) applies to this run.")
+                    "Theorem III.1 (as reconstructed in docs/theory.md 3.1) applies to this run" + self._assumed() + ".")
         if v == 1:
             return (f"Condition (4) holds (R - R' = {margin:.4g} > 0) and step {step:.4g} < 1/L = {1 / L:.4g}: "
-                    "Theorem III.1 applies to this run.")
+                    "Theorem III.1 applies to this run" + self._assumed() + ".")
         reasons = []
         if self.dynamics == "gd" and step * L >= 1:
             reasons.append(f"step {step:.4g} >= 1/L = {1 / L:.4g} (try --step certified)")
@@ -398,6 +471,48 @@ class Certificate:
             reasons.append("sigma_min(J_g(0)) = 0")
         return "Condition (4) does not hold: " + "; ".join(reasons) + "."
 
+    def _assumed(self) -> str:
+        """The proviso of a verdict resting on an assumed v_max (KL loss)."""
+        v_max = self.quantities.get("v_max")
+        if v_max is None or v_max.kind != "assumption":
+            return ""
+        return ", provided every observation A g(u, theta_tau) stays <= v_max (an assumption: check it with check_domain)"
+
+
+@dataclass(frozen=True)
+class DomainCheck:
+    """Where a run's observations went, against the region where the certificate's ψ satisfies (3)."""
+
+    holds: np.ndarray  # (batch,) bool
+    v_min: np.ndarray  # (batch,) smallest entry of any observation
+    v_max: np.ndarray  # (batch,) largest entry of any observation
+    condition: str  # the region, in words
+
+    def text(self, run: int = 0) -> str:
+        held = "held" if self.holds[run] else "did NOT hold"
+        return (f"Desingularizer domain ({self.condition}) {held} along the run: observations in "
+                f"[{self.v_min[run]:.6g}, {self.v_max[run]:.6g}].")
+
+
+def check_domain(certificate: Certificate, observations: Tensor) -> DomainCheck:
+    """Whether the observations v_τ = A g(u, θ_τ) of a run, shape (T, batch, m) or (batch, m), stayed
+    where the certificate's desingularizer satisfies (3): every v_i ≤ v_max for the KL loss (and
+    v_i > 0 when eps = 0), everywhere for the MSE. A verdict resting on an assumed v_max holds for a
+    run only if this check holds for it. The observations can come from ``train(...,
+    snapshot_at=...)``: ``torch.stack([A.forward_flat(x) for x in result.snapshots.values()])``."""
+    v = observations.detach().double()
+    v = v.unsqueeze(0) if v.dim() == 2 else v
+    if v.dim() != 3 or v.shape[1] != certificate.batch:
+        raise ValueError(f"observations must have shape (T, {certificate.batch}, m) or ({certificate.batch}, m), "
+                         f"got {tuple(observations.shape)}")
+    v_min, v_max = v.amin(dim=(0, 2)).cpu().numpy(), v.amax(dim=(0, 2)).cpu().numpy()
+    holds = np.ones(certificate.batch, dtype=bool)
+    if isinstance(certificate.loss, KLLoss):
+        holds = v_max <= certificate["v_max"].value
+        if certificate.loss.eps == 0:
+            holds &= v_min > 0
+    return DomainCheck(holds, v_min, v_max, certificate.loss.desingularizer_domain)
+
 
 def certify(problem: Problem, network: Network, *, lipschitz_form: str | None = None, **options) -> Certificate:
     """The certificate of Theorem III.1 for every run of ``problem`` with ``network`` and step γ.
@@ -406,6 +521,45 @@ def certify(problem: Problem, network: Network, *, lipschitz_form: str | None = 
     are those of :func:`certify_forms`.
     """
     return certify_forms(problem, network, [lipschitz_form], **options)[0]
+
+
+#: A-2 asks for KL_ψ(L_y(y_0) + η) with some η > 0; ``v_max="sublevel"`` takes η = this × L_y(y_0).
+SUBLEVEL_ETA = 1e-6
+
+
+def _desingularized(loss: Loss, problem: Problem, y0: Tensor) -> tuple[Loss, dict[str, Quantity]]:
+    """The loss with a usable ψ (a KL loss gets its v_max per run) and the quantities saying where
+    (3) holds; NoCertificate when there is no desingularizer."""
+    reason = None
+    if isinstance(loss, KLLoss):
+        if loss.v_max is None:
+            reason = loss.desingularizer_domain
+    else:
+        try:
+            loss.psi(torch.ones(1, dtype=torch.float64))
+        except DesingularizerUnavailable as exc:
+            reason = str(exc)
+    if reason is not None:
+        raise NoCertificate(f"no certificate for the {loss.name} loss: desingularizer {reason}")
+    if not isinstance(loss, KLLoss):
+        return loss, {}
+    y, batch = problem.y, problem.batch
+    loss.check_data(y)
+    level = loss.value(y0.double(), y.double())
+    if not bool(torch.isfinite(level).all()):
+        raise NoCertificate("no certificate for the kl loss: L_y(y_0) is infinite (A g(u, theta_0) has entries "
+                            "<= 0, outside the domain of the exact KL loss): use eps > 0")
+    if isinstance(loss.v_max, str):  # "sublevel"
+        v_max = loss.sublevel_v_max(y, level * (1 + SUBLEVEL_ETA)).cpu()
+        quantity = _q(v_max.numpy(), "upper bound",
+                      f"sup of v_i over {{L_y <= (1 + {SUBLEVEL_ETA:g}) L_y(y_0)}}: (3) holds on that whole sublevel set (A-2)")
+    else:
+        if loss.v_max.numel() not in (1, batch):
+            raise ValueError(f"v_max has {loss.v_max.numel()} values for {batch} runs: give one, or one per run")
+        v_max = loss.v_max.expand(batch).clone()
+        quantity = _q(v_max.numpy(), "assumption",
+                      "given: (3) holds only where every v_i <= v_max; check the run with check_domain")
+    return KLLoss(v_max=v_max, eps=loss.eps), {"v_max": quantity}
 
 
 def certify_forms(
@@ -421,25 +575,33 @@ def certify_forms(
     corollary_constants: tuple[float, float] = (1.0, 1.0),
     dist: float = 0.0,
     dynamics: str = "gd",
+    lipschitz_pairs: int = 10,
+    seed: int = 0,
 ) -> list[Certificate]:
     """One certificate per Lipschitz form, sharing the spectra, the NTK Gram matrix and the Hessian
     estimate (computed once).
 
-    ``step=None`` uses γ = 1/(2L) with the certified L (the paper's best step, ν2 = 6L).
+    ``step=None`` uses γ = 1/(2L) with L the certified bound (or the estimate where there is none;
+    the paper's best step, ν2 = 6L).
     ``dist`` is the assumed dist(x̄, Σ') of (8). ``paper_constant`` is the unknown constant of (10);
     ``corollary_constants`` are (C, C') of Corollary III.2; both only scale estimates.
     ``hessian_iters=0`` skips the Hessian estimate of L (it never enters the verdict).
     ``dynamics="flow"``: the gradient-flow theorem (ν1 = 1, time t for ν2 τ, no step; ``step`` unused).
     ``dynamics="a-posteriori"``: for methods without an a-priori theorem (the inertial ones, whose
     constants are unknown: theory.md §4.2): no verdict, only what the a-posteriori bound needs.
+    Networks without a Lipschitz bound (the MLP) get Lip(J_g) estimated by :func:`sampled_lipschitz`
+    on B(θ_0, R') with ``lipschitz_pairs`` pairs drawn from ``seed``.
+
+    Raises :class:`NoCertificate` for a loss without a desingularizer (logistic; KL without v_max).
     """
     if dynamics not in DYNAMICS:
         raise ValueError(f"unknown dynamics {dynamics!r}; allowed: {', '.join(DYNAMICS)}")
     flow = dynamics != "gd"  # "a-posteriori" shares the flow's step-free path, then drops the theorem
-    loss = loss or MSELoss()
     op, y = problem.operator, problem.y
     batch = problem.batch
-    shared: dict[str, Quantity] = {}  # the quantities that do not depend on the Lipschitz form
+    params0 = network.initial_state()
+    y0 = op.forward_flat(network.function(params0))
+    loss, shared = _desingularized(loss or MSELoss(), problem, y0)  # the quantities common to every form
 
     def per_run(t: Tensor) -> np.ndarray:
         return np.broadcast_to(t.double().cpu().numpy(), (batch,)).copy()
@@ -448,18 +610,21 @@ def certify_forms(
     shared["sigma_A"] = _q(sigma_A, "exact", "smallest non-zero singular value of A")
     shared["norm_A"] = _q(norm_A, "exact", "largest singular value of A")
 
-    params0 = network.initial_state()
-    y0 = op.forward_flat(network.function(params0))
     loss0 = loss.value(y0, y).double().cpu().numpy()
-    residual0 = (y0 - y).double().norm(dim=-1).cpu().numpy()
+    minimizer = loss.minimizer(y)
+    residual0 = (y0 - minimizer).double().norm(dim=-1).cpu().numpy()  # ‖y_0 − v*‖, v* = argmin L_y
     shared["loss0"] = _q(loss0, "exact", "L_y(y_0)")
+    ell2 = per_run(loss.grad_lipschitz(y))
+    shared["loss_grad_lipschitz"] = _q(ell2, "exact", "Lipschitz constant of the gradient of L_y on R^m (inf: none)")
+    offset = (minimizer - y).double().norm(dim=-1).cpu().numpy()
+    shared["argmin_offset"] = _q(offset, "exact", "||v* - y||, v* the minimizer of L_y (0 unless the loss moves it)")
 
     lam_min, lam_max = _extreme_eigenvalues(jacobian_gram(network))
     sigma_J, sigma_max_J = np.sqrt(np.maximum(lam_min, 0)), np.sqrt(lam_max)
     shared["sigma_min_J0"] = _q(sigma_J, "exact", "sqrt(lambda_min(J J^T)) at theta_0 (float64 eigensolver)")
     shared["sigma_max_J0"] = _q(sigma_max_J, "exact", "sqrt(lambda_max(J J^T)) at theta_0")
 
-    certified_L = isinstance(loss, MSELoss) and isinstance(network, TwoLayerDIP)
+    certified_L = isinstance(network, TwoLayerDIP) and bool(np.all(np.isfinite(ell2)))
     if hessian_iters > 0:
         hess = hessian_norm_estimate(problem, network, loss, hessian_iters) * hessian_safety
     elif not certified_L:
@@ -480,23 +645,19 @@ def certify_forms(
             lip_at_R = lip.fn(R)
             q["lip_J"] = _q(lip_at_R, lip.kind, lip.note)
             q["R"] = _q(R, "lower bound", "largest R with R * Lip(R) <= sigma_J/2, from the Lipschitz bound")
-        else:
-            if lipschitz_form is not None:
-                raise ValueError("Lipschitz bounds exist for the two-layer network only")
-            lip_at_R = np.full(batch, math.nan)
-            q["lip_J"] = _q(lip_at_R, "estimate", "no bound for deep networks; see sampled_lipschitz")
-            R = np.full(batch, math.nan)
-            q["R"] = _q(R, "estimate", "needs a Lipschitz bound")
+        elif lipschitz_form is not None:
+            raise ValueError("Lipschitz bounds exist for the two-layer network only")
 
-        # The smoothness constant L: certified on B(θ_0, R) for the MSE, plus estimates.
+        # The smoothness constant L: certified on B(θ_0, R) (two-layer net, ∇L_y Lipschitz), plus estimates.
         if certified_L:
-            L = smoothness_bound_on_ball(norm_A, sigma_max_J, lip_at_R, residual0, R)
-            q["L"] = _q(L, "upper bound", "sup of the Hessian norm on B(theta_0, R) (MSE; our derivation)")
+            L = ell2 * smoothness_bound_on_ball(norm_A, sigma_max_J, lip_at_R, residual0, R)
+            q["L"] = _q(L, "upper bound", "Lipschitz constant of the gradient on B(theta_0, R): "
+                        "loss_grad_lipschitz x the MSE Hessian bound with ||y_0 - v*|| (our derivation)")
         else:
             L = hess
             q["L"] = _q(L, "estimate", "no certified bound for this loss/network: Hessian power estimate")
         n, k = problem.n, getattr(network, "k", None)
-        if k is not None:
+        if k is not None and isinstance(loss, MSELoss):
             L_paper = paper_constant * (norm_A**2 * n / k + norm_A * residual0 * math.sqrt(n / k))
             q["L_paper"] = _q(L_paper, "estimate", f"(10) with its unknown constant set to {paper_constant}")
         if L_sublevel is not None:
@@ -524,21 +685,37 @@ def certify_forms(
             q["nu1"] = _q(nu1, "upper bound" if certified_L else "estimate", "(1 + gamma L)/(1 - gamma L/2)")
             q["nu2"] = _q(nu2, "upper bound" if certified_L else "estimate", "(1 + gamma L)^2/(gamma - gamma^2 L/2)")
 
-        try:
-            psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
-        except DesingularizerUnavailable as exc:
-            raise ValueError(f"no certificate for the {loss.name} loss: desingularizer {exc}") from None
+        psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
         with np.errstate(divide="ignore", invalid="ignore"):
             R_prime = 2 * nu1 * psi0 / (sigma_A * sigma_J)
         q["R_prime"] = _q(R_prime, "upper bound" if certified_L else "estimate", "2 nu1 psi(L_y(y_0))/(sigma_A sigma_J), (5)")
 
+        if not isinstance(network, TwoLayerDIP):  # (4) reads R'·Lip_{B(θ_0,R')}(J_g) < σ_J/2: sample that ball
+            finite = np.isfinite(R_prime) & (R_prime > 0)
+            lip_at_R = np.full(batch, math.nan)
+            if finite.any():
+                radius = np.where(finite, R_prime, 1.0)
+                lip_at_R = np.where(finite, sampled_lipschitz(network, radius, lipschitz_pairs,
+                                                              torch.Generator().manual_seed(seed)), math.nan)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                R = sigma_J / (2 * lip_at_R)
+            q["lip_J"] = _q(lip_at_R, "estimate", f"no bound for this network: sampled_lipschitz on B(theta_0, R'), "
+                            f"{lipschitz_pairs} pairs, seed {seed} (a lower estimate)")
+            q["R"] = _q(R, "estimate", "sigma_J/(2 Lip) with the sampled Lip on B(theta_0, R'); R' < R iff (4) "
+                        "when Lip is exact")
+
         holds = (sigma_J > 0) & (R_prime < R) & (gl < 1)
-        q["condition_4"] = _q(
-            np.where(holds, 1.0, 0.0) if certified_L else np.full(batch, math.nan), "verdict",
-            ("sigma_J > 0 and R' < R (gradient flow)" if flow else "sigma_J > 0, R' < R and step < 1/L")
-            + ", from exact values and bounds only"
-            if certified_L else "L or Lip(J) is only estimated for this loss/network",
-        )
+        if certified_L:
+            note = (("sigma_J > 0 and R' < R (gradient flow)" if flow else "sigma_J > 0, R' < R and step < 1/L")
+                    + ", from exact values and bounds only")
+            if q.get("v_max") is not None and q["v_max"].kind == "assumption":
+                note += ", assuming every observation stays <= v_max (check_domain)"
+            q["condition_4"] = _q(np.where(holds, 1.0, 0.0), "verdict", note)
+        else:
+            q["condition_4"] = _q(np.full(batch, math.nan), "verdict",
+                                  "L or Lip(J) is only estimated for this loss/network")
+            q["condition_4_on_estimates"] = _q(np.where(holds, 1.0, 0.0), "estimate",
+                                               "the test of (4) with the estimated L and Lip(J): not a certificate")
         q["margin"] = _q(R - R_prime, "lower bound" if certified_L else "estimate", "R - R'")
 
         # Recovery (8): λ = σ_min(A) when A is injective; otherwise A-5 cannot be checked.
@@ -557,7 +734,8 @@ def certify_forms(
             target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
             tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
         q["tau_eps"] = _q(tau_eps, "upper bound" if certified_L else "estimate",
-                          ("time t" if flow else "iterations") + " after which ||y - y_clean|| <= 2 ||eps|| (valid when (4) holds)")
+                          ("time t" if flow else "iterations") + " after which ||y_tau - y_clean|| <= 2 ||eps|| "
+                          "+ argmin_offset (valid when (4) holds)")
 
         # Corollary III.2: a sufficient width, up to the unknown constants C, C' (MSE: L_{L,0} = 1).
         C, C_prime = corollary_constants
@@ -573,8 +751,8 @@ def certify_forms(
                           f"Corollary III.2 with C = {C}, C' = {C_prime} (constants unknown: scaling only)")
 
         if dynamics == "a-posteriori":
-            for name in ("step", "nu1", "nu2", "R_prime", "margin", "tau_eps"):
-                del q[name]
+            for name in ("step", "nu1", "nu2", "R_prime", "margin", "tau_eps", "condition_4_on_estimates"):
+                q.pop(name, None)
             q["condition_4"] = _q(np.full(batch, math.nan), "verdict",
                                   "no a-priori certificate is known for this method (docs/theory.md 4.2); "
                                   "see the a-posteriori recovery bound")

@@ -1,126 +1,136 @@
-"""Command-line interface: ``dipcert solve`` and ``dipcert certify``."""
+"""Command-line interface: ``dipcert solve``, ``certify`` and ``reproduce``.
+
+Every option is generated from the registries (:mod:`dipcert.components`): a command lists the
+sections it takes (:data:`COMMANDS`), and each option of those sections becomes ``--flag`` with the
+option's help, choices and default. Values are parsed by the registry, so the command line and
+config files accept and refuse the same things with the same messages.
+"""
 from __future__ import annotations
 
-import dataclasses
+import signal
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import click
+from click.core import ParameterSource
 
-from .images import BUILTIN_IMAGES
-from .methods import METHODS as METHOD_NAMES
+from .components import OUTPUT, REPORT, REPRODUCE, RUN_SECTIONS
+from .registry import Option, Section
 
 EXIT_DIVERGED = 3
+CONFIG_HELP = "Options from a TOML file or a metrics.json of an earlier run; options given here override it."
 
 
-def _parse_size(_ctx, _param, value: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in value.lower().split("x")]
-    except ValueError:
-        raise click.BadParameter(f"expected N or HxW with positive integers, got {value!r}") from None
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise click.BadParameter(f"expected N or HxW with positive integers, got {value!r}")
-    return parts[0], parts[1]
+@dataclass(frozen=True)
+class Command:
+    """The sections whose options a command takes, minus ``exclude`` (``"section.option"``), with
+    the command's own defaults (``"section.option"`` → value) and the components it allows
+    (section → capability they must have)."""
+
+    sections: tuple[Section, ...]
+    exclude: frozenset[str] = frozenset()
+    defaults: dict[str, Any] = field(default_factory=dict)
+    requires: dict[str, str] = field(default_factory=dict)
+
+    def options(self) -> list[Option]:
+        """The options of the sections, less the excluded ones and those that only components the
+        command does not allow take."""
+        return [o for s in self.sections for o in s.options() if o.key not in self.exclude and self._reachable(s, o)]
+
+    def components(self, section: Section) -> list[str]:
+        """The components of ``section`` the command allows."""
+        capability = self.requires.get(section.name)
+        return [n for n, c in section.components.items() if capability is None or c.can(capability)]
+
+    def _reachable(self, section: Section, option: Option) -> bool:
+        return option is section.selector or section.selector is None or \
+            any(name in self.components(section) for name in section.users(option))
 
 
-def _positive(_ctx, _param, value):
-    if value is not None and not value > 0:
-        raise click.BadParameter(f"must be > 0, got {value}")
-    return value
+COMMANDS: dict[str, Command] = {
+    "solve": Command((*RUN_SECTIONS, OUTPUT)),
+    "certify": Command((*RUN_SECTIONS, REPORT), exclude=frozenset({"training.iters", "training.loss_tol",
+                                                                    "training.record_every",
+                                                                    "training.stall_patience",
+                                                                    "certificate.certify"}),
+                       defaults={"method.step": "certified", "certificate.certify": True}, requires={"method": "certifiable"}),
+    "reproduce": Command((REPRODUCE,)),
+}
 
 
-def _parse_auto(_ctx, param, value: str | None) -> float | str | None:
-    if value is None or value == "auto":
-        return value
-    try:
-        number = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a number >= 0 or 'auto', got {value!r}") from None
-    if not 0 <= number < float("inf"):
-        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
-    return number
+def _dest(option: Option) -> str:
+    return f"{option.section}__{option.name}"
 
 
-def _parse_step(_ctx, _param, value: str | None) -> float | str | None:
-    if value is None or value in ("auto", "certified"):
-        return value
-    try:
-        step = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a number > 0, 'auto' or 'certified', got {value!r}") from None
-    if not step > 0 or step == float("inf"):
-        raise click.BadParameter(f"must be a finite number > 0, got {value}")
-    return step
+class _Value(click.ParamType):
+    """Hands the raw string to the registry; shows the choices in --help."""
+
+    def __init__(self, option: Option) -> None:
+        self.option = option
+        self.name = "|".join(option.choices) if option.choices else option.kind.__name__.upper().replace("TUPLE", "LIST")
+
+    def get_metavar(self, param, ctx=None) -> str:  # noqa: ARG002 (click's signature)
+        return f"[{self.name}]" if self.option.choices else self.name
 
 
-PROBLEM_OPTIONS = [
-    click.option("--signal", type=click.Choice(["image", "gaussian"]), default="image", show_default=True,
-                 help="An image, or the paper's synthetic problem (A and x̄ iid N(0,1), Fig. 1-2)."),
-    click.option("--image", default="builtin:camera", show_default=True,
-                 help=f"Image file, .npy array, or builtin:NAME ({', '.join(BUILTIN_IMAGES)})."),
-    click.option("--size", default="64", show_default=True, callback=_parse_size, help="Resize to N×N or H×W (e.g. 64x48)."),
-    click.option("--n", "n", type=int, default=5, show_default=True, callback=_positive, help="Signal size (--signal gaussian)."),
-    click.option("--m", "m", type=int, default=None, callback=_positive, help="Number of measurements (gaussian signal or operator; default n)."),
-    click.option("--operator", type=click.Choice(["blur", "well-conditioned", "gaussian", "inpainting"]), default="blur", show_default=True),
-    click.option("--blur-sigma", type=float, default=1.0, show_default=True, callback=_positive, help="Std of the Gaussian blur kernel, in pixels."),
-    click.option("--boundary", type=click.Choice(["circular", "zero", "reflect", "replicate"]), default="circular", show_default=True, help="Blur boundary condition."),
-    click.option("--keep-fraction", type=float, default=0.5, show_default=True, help="Fraction of pixels observed (inpainting)."),
-    click.option("--noise-std", type=click.FloatRange(min=0), default=0.0, show_default=True, help="White Gaussian noise std, on the [0, 255] scale for images."),
-    click.option("--width", "--k", "width", type=int, default=10_000, show_default=True, callback=_positive, help="Hidden width k of the two-layer DIP (9)."),
-    click.option("--d", "d", type=int, default=32, show_default=True, callback=_positive, help="Input size d (the W-only dynamics do not depend on it)."),
-    click.option("--train", type=click.Choice(["W", "WV", "V"]), default=None, help="Trained layers [default: WV for images, W for gaussian]."),
-    click.option("--activation", type=click.Choice(["sigmoid", "tanh", "softplus"]), default="sigmoid", show_default=True),
-    click.option("--v-law", type=click.Choice(["rademacher", "uniform", "gaussian"]), default="rademacher", show_default=True, help="Law of the entries of V_0 (A-8)."),
-    click.option("--step", default=None, callback=_parse_step,
-                 help="Step γ (h for the inertial schemes, the learning rate for adam): a number, 'auto' (a "
-                      "heuristic: 1/||A J(θ0)||² for gd) or 'certified' (gd: 1/(2L), L a proven bound) "
-                      "[default: auto for solve, certified for certify]."),
-    click.option("--lipschitz-form", type=click.Choice(["radius-free", "radius-dependent", "jmiv"]), default=None,
-                 help="Bound on Lip(J_g) [default: radius-free when only W trains, else radius-dependent]."),
-    click.option("--runs", type=int, default=1, show_default=True, callback=_positive, help="Independent runs (seeds seed, seed+1, …), as one batch."),
-    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
-    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-    click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None, help="[default: float32 for images, float64 for gaussian]"),
-]
+def _click_option(option: Option, command: Command) -> Callable:
+    default = command.defaults.get(option.key, option.default)
+    shown = option.default_text or (option.show_default() if default == option.default else str(default))
+    unit = f" ({option.unit})" if option.unit else ""
+    text = option.help + unit + (f" [default: {shown}]" if shown and option.kind is not bool else "")
+    if option.kind is bool:
+        return click.option(option.cli_flag, *option.aliases, _dest(option), is_flag=True, default=None, help=text)
+    choices = option.choices
+    if option.section in command.requires and option.name == option.section:
+        choices = tuple(command.components(next(s for s in command.sections if s.name == option.section)))
+    kind = click.Choice(choices) if choices else _Value(option)
+    return click.option(option.cli_flag, *option.aliases, _dest(option), type=kind, default=None, help=text)
 
 
-METHOD_OPTIONS = [
-    click.option("--method", type=click.Choice(list(METHOD_NAMES)), default="gd", show_default=True,
-                 help="Training method: " + "; ".join(f"{k}: {v}" for k, v in METHOD_NAMES.items()) + "."),
-    click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
-                 help="Momentum of heavy-ball and nesterov."),
-    click.option("--alpha", default="auto", show_default=True, callback=_parse_auto,
-                 help="Viscous damping α of the inertial methods; auto = 2√μ, μ = λ_min(A J Jᵀ Aᵀ) at θ0."),
-    click.option("--beta", default=None, callback=_parse_auto,
-                 help="Hessian damping β [default: 0, except inna (needs β > 0): auto = 1/√L, L = λ_max(A J Jᵀ Aᵀ)]."),
-    click.option("--adaptive-step", is_flag=True, help="Adaptive step for gradient-difference and inna (our rule, not the paper's)."),
-    click.option("--ode-solver", type=click.Choice(["RK45", "RK23", "DOP853"]), default="RK45", show_default=True,
-                 help="SciPy solver of gradient-flow and inertial-flow."),
-    click.option("--rtol", type=float, default=1e-8, show_default=True, callback=_positive,
-                 help="ODE relative tolerance (the loss cannot go far below (rtol ||theta|| ||A J||)^2/2)."),
-    click.option("--atol", type=float, default=1e-12, show_default=True, callback=_positive, help="ODE absolute tolerance."),
-]
+def registry_options(name: str) -> Callable:
+    """Decorate a click command with the options of COMMANDS[name]."""
+    def decorate(fn: Callable) -> Callable:
+        for option in reversed(COMMANDS[name].options()):
+            fn = _click_option(option, COMMANDS[name])(fn)
+        return fn
+    return decorate
 
 
-def problem_options(fn: Callable) -> Callable:
-    for option in reversed(PROBLEM_OPTIONS):
-        fn = option(fn)
-    return fn
+def _given(ctx: click.Context, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The options given on the command line, by section."""
+    by_section: dict[str, dict[str, Any]] = {}
+    for dest, value in options.items():
+        if ctx.get_parameter_source(dest) == ParameterSource.COMMANDLINE and value is not None:
+            section, name = dest.split("__")
+            by_section.setdefault(section, {})[name] = value
+    return by_section
 
 
-def method_options(fn: Callable) -> Callable:
-    for option in reversed(METHOD_OPTIONS):
-        fn = option(fn)
-    return fn
+def _settings(section: Section, given: dict[str, dict[str, Any]], command: Command) -> dict[str, Any]:
+    """The values of a command-only settings section."""
+    values = given.get(section.name, {})
+    return {o.name: o.parse(values[o.name]) if o.name in values else command.defaults.get(o.key, o.default)
+            for o in section.options()}
 
 
-def _config(**options):
-    from .solve import SolveConfig
+def _run_config(name: str, given: dict[str, dict[str, Any]], config_file: str | None):
+    from .config import RunConfig, load_config_file
 
-    names = {f.name for f in dataclasses.fields(SolveConfig)}
-    return SolveConfig(**{k: v for k, v in options.items() if k in names})
+    command = COMMANDS[name]
+    nested = load_config_file(config_file) if config_file else {}
+    run_names = {s.name for s in RUN_SECTIONS}
+    for section, values in given.items():
+        if section in run_names:
+            nested.setdefault(section, {}).update(values)
+    nested = {s: {k: v for k, v in vals.items() if f"{s}.{k}" not in command.exclude} for s, vals in nested.items()}
+    config = RunConfig.build(nested, RUN_SECTIONS, command.defaults)
+    for section, capability in command.requires.items():
+        component = getattr(config, section)
+        if not component.can(capability):
+            raise click.BadParameter(f"{name} takes --{section} with {capability} components, got {component.name}")
+    return config
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,92 +140,101 @@ def main() -> None:
 
 
 @main.command()
-@problem_options
-@method_options
-@click.option("--iters", type=int, default=None, callback=_positive, help="Iteration limit [default: 500 for images, 1e5 for gaussian].")
-@click.option("--loss-tol", type=click.FloatRange(min=0), default=None, help="Stop when the loss reaches this [default: 0 for images, 1e-14 for gaussian].")
-@click.option("--certify", is_flag=True, help="Attach the certificate of Theorem III.1 and draw its bounds.")
-@click.option("--out", "out_dir", default="dipcert-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def solve(out_dir: str, quiet: bool, **options) -> None:
-    """Reconstruct a signal with a two-layer Deep Inverse Prior trained by gradient descent (2),
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+@registry_options("solve")
+@click.pass_context
+def solve(ctx: click.Context, config_file: str | None, **options) -> None:
+    """Reconstruct a signal with a Deep Inverse Prior trained by gradient descent (2),
     or by another --method (inertial schemes, gradient flow, momentum, Adam).
 
-    Writes OUT/metrics.json, OUT/history.csv, OUT/summary.png and, for images,
-    OUT/observation.png and OUT/reconstruction.png.
+    Writes OUT/metrics.json (with the whole configuration), OUT/config.toml, OUT/history.csv,
+    OUT/summary.png and, for images, OUT/observation.png and OUT/reconstruction.png. Ctrl-C (or
+    SIGTERM) stops at the current iteration and writes everything, with status 'interrupted'.
     """
-    from .solve import solve as run_solve
-    from .solve import write_outputs
+    from .solve import check_before_work, prepare_output, solve as run_solve, write_outputs
 
+    given = _given(ctx, options)
     try:
-        config = _config(**{**options, "step": options["step"] or "auto"})
-        with _progress(config.iters, quiet) as callback:
+        output = _settings(OUTPUT, given, COMMANDS["solve"])
+        config = _run_config("solve", given, config_file)
+        check_before_work(config)
+        out = prepare_output(output["out"])
+        with _progress(config.training.iters, output["quiet"]) as progress, _interruptible() as interrupted:
+            def callback(tau: int, loss) -> bool:
+                progress(tau, loss)
+                return bool(interrupted)
             outcome = run_solve(config, callback=callback)
-        paths = write_outputs(outcome, out_dir)
+        paths = write_outputs(outcome, out)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    _report_solve(outcome, paths)
+    if interrupted:
+        click.echo(f"interrupted by {signal.Signals(interrupted[0]).name}: every output holds the iterations done",
+                   err=True)
+        sys.exit(128 + interrupted[0])
+    if any(status in ("diverged", "failed") for status in outcome.result.status):
+        sys.exit(EXIT_DIVERGED)
 
+
+def _report_solve(outcome, paths) -> None:
     m = outcome.metrics
+    for note in outcome.notes:
+        click.echo(f"note: {note}", err=True)
     line = (f"{m['method']}: {m['status']} after {m['iterations']} iterations ({m['gradient_evaluations']} gradient "
             f"evaluations) in {m['seconds']:.1f} s; final loss {m['final_loss']:.3g}")
     if "psnr" in m:
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
-    elif "relative_error" in m:
+    elif m.get("relative_error") is not None:
         line += f"; relative error {m['relative_error']:.3g}"
     click.echo(line)
     if outcome.certificate is not None:
         click.echo(outcome.certificate.verdict_text(0))
+    if outcome.no_certificate is not None:
+        click.echo(outcome.no_certificate)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
-    if any(status in ("diverged", "failed") for status in outcome.result.status):
-        if "failure" in outcome.result.config:
-            reason = f"the ODE solver failed ({outcome.result.config['failure']})"
+    result = outcome.result
+    if any(status in ("diverged", "failed") for status in result.status):
+        if "failure" in result.config:
+            reason = f"the ODE solver failed ({result.config['failure']})"
             advice = "Try other --rtol/--atol or another --ode-solver."
         else:
+            why = sorted(set(result.config.get("divergence", {}).values()))
             reason = "training diverged" + (f" (step {outcome.step:.3g})" if outcome.step is not None else "")
+            reason += (": " + "; ".join(why)) if why else ""
             advice = "Try a smaller --step."
         click.echo(f"error: {reason}; the history up to that point is in {paths['history']}. {advice}", err=True)
-        sys.exit(EXIT_DIVERGED)
 
 
 @main.command()
-@problem_options
-@click.option("--dist", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Assumed dist(x̄, Σ') in the recovery bound (8).")
-@click.option("--hessian-iters", type=int, default=10, show_default=True, callback=_positive, help="Power iterations for the Hessian estimate of L.")
-@click.option("--paper-constant", type=float, default=1.0, show_default=True, callback=_positive, help="The unknown constant of the paper's estimate (10) of L.")
-@click.option("--corollary-constants", type=float, nargs=2, default=(1.0, 1.0), show_default=True, help="C and C' of Corollary III.2.")
-@click.option("--method", type=click.Choice(["gd", "gradient-flow"]), default="gd", show_default=True,
-              help="Certify gradient descent with its step, or the gradient flow (ν1 = 1, time t, no step).")
-@click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
-@click.option("--save-instance", type=click.Path(dir_okay=False), default=None, help="Save A (when dense), y, x_true, u, z0, W0, V0 to an .npz file.")
-def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, save_instance, **options) -> None:
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+@registry_options("certify")
+@click.pass_context
+def certify(ctx: click.Context, config_file: str | None, **options) -> None:
     """Check condition (4) of Theorem III.1 before training, and print what the theorem promises.
 
     Every number says whether it is exact, a bound or an estimate; the verdict uses exact values and
     bounds only.
     """
-    from .certify import certify as run_certify
     from .report import dumps
-    from .solve import build_network, build_problem
-    from .steps import auto_step
+    from .solve import build_loss, build_network, build_problem, check_before_work, choose_method
 
+    given = _given(ctx, options)
     try:
-        config = _config(**{**options, "step": options["step"] or "certified"})
+        report = _settings(REPORT, given, COMMANDS["certify"])
+        config = _run_config("certify", given, config_file)
+        check_before_work(config)
+        if not config.loss.can("certificate"):
+            raise ValueError(f"no certificate for the {config.loss.name} loss: {build_loss(config).desingularizer_domain}")
         problem, _ = build_problem(config)
         network = build_network(config, problem)
-        step = auto_step(problem, network) if config.step == "auto" else config.step
-        certificate = run_certify(
-            problem, network, step=None if step == "certified" else step, lipschitz_form=config.lipschitz_form,
-            hessian_iters=hessian_iters, paper_constant=paper_constant,
-            corollary_constants=tuple(corollary_constants), dist=dist,
-            dynamics="flow" if config.method == "gradient-flow" else "gd",
-        )
-        if save_instance:
-            from .instance import save_instance as write_instance
+        _, _, certificate, _ = choose_method(config, problem, network, build_loss(config))
+        if report["save_instance"]:
+            from .instance import save_instance
 
-            write_instance(save_instance, problem, network)
+            save_instance(report["save_instance"], problem, network)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    if as_json:
+    if report["json"]:
         runs = [certificate.to_json(b) for b in range(problem.batch)]
         click.echo(dumps(runs[0] if len(runs) == 1 else runs))
         return
@@ -223,30 +242,29 @@ def certify(dist, hessian_iters, paper_constant, corollary_constants, as_json, s
         if problem.batch > 1:
             click.echo(f"\nrun {b} (seed {seed})")
         click.echo(certificate.report(b))
-    if save_instance:
-        click.echo(f"wrote {save_instance}")
+    if report["save_instance"]:
+        click.echo(f"wrote {report['save_instance']}")
 
 
 @main.command()
 @click.argument("name", required=False)
-@click.option("--scale", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
-              help="quick: minutes, for CI; paper: the paper's grid and trial counts.")
-@click.option("--out", "out_dir", default="reproduce-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--fresh", is_flag=True, help="Discard finished cells in OUT and start over.")
-@click.option("--workers", type=int, default=1, show_default=True, callback=_positive,
-              help="Processes running groups of cells side by side (each gets cores/workers threads).")
-@click.option("--list", "list_only", is_flag=True, help="List the experiments.")
-def reproduce(name, scale, out_dir, fresh, workers, list_only) -> None:
+@registry_options("reproduce")
+@click.pass_context
+def reproduce(ctx: click.Context, name: str | None, **options) -> None:
     """Regenerate a figure of the paper: OUT/NAME.png, OUT/NAME.csv (one row per trial) and
     OUT/NAME.json (configuration, versions, seeds, wall time, summary).
 
     Finished cells are kept in OUT/NAME.cells/: rerunning the same command after an interruption
-    resumes where it stopped.
+    resumes where it stopped; damaged cells are recomputed.
     """
     from .experiments import describe
     from .experiments import reproduce as run_reproduce
 
-    if list_only or name is None:
+    try:
+        settings = _settings(REPRODUCE, _given(ctx, options), COMMANDS["reproduce"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings["list"] or name is None:
         for key, title in describe().items():
             click.echo(f"{key:8} {title}")
         return
@@ -255,36 +273,81 @@ def reproduce(name, scale, out_dir, fresh, workers, list_only) -> None:
         click.echo(f"  {len(cells)} cell(s) at {cells[0].key}: {seconds:.1f} s", err=True)
 
     try:
-        paths = run_reproduce(name, scale, out_dir, fresh=fresh, workers=workers, on_group=progress)
+        paths = run_reproduce(name, settings["scale"], settings["out"], fresh=settings["fresh"],
+                              workers=settings["workers"], on_group=progress,
+                              on_notice=lambda text: click.echo(text, err=True))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
-class _progress:
+@contextmanager
+def _interruptible() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM set a flag (the signal number) instead of killing the run; restored after."""
+    received: list[int] = []
+    handler = lambda signum, _frame: received.append(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _progress(total: int, quiet: bool) -> Iterator[Callable[[int, Any], None]]:
     """A tqdm progress bar fed by the training callback, showing the current loss."""
+    if quiet:
+        yield lambda tau, loss: None
+        return
+    from tqdm import tqdm
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.bar = total, quiet, None
+    # disable=None: a bar on a terminal, nothing in logs and pipes.
+    bar = tqdm(total=total, unit="it", dynamic_ncols=True, file=sys.stderr, disable=None, mininterval=0.25)
+    refresh = max(1, total // 200)
 
-    def __enter__(self):
-        if self.quiet:
-            return None
-        from tqdm import tqdm
+    def update(tau: int, loss) -> None:
+        if tau == 0:
+            return
+        bar.update(1)
+        if tau % refresh == 0:
+            bar.set_postfix(loss=f"{float(loss[0]):.3e}", refresh=False)
 
-        # disable=None: a bar on a terminal, nothing in logs and pipes.
-        self.bar = tqdm(total=self.total, unit="it", dynamic_ncols=True, file=sys.stderr, disable=None, mininterval=0.25)
-        refresh = max(1, self.total // 200)
+    try:
+        yield update
+    finally:
+        bar.close()
 
-        def callback(tau: int, loss) -> None:
-            if tau == 0:
-                return
-            self.bar.update(1)
-            if tau % refresh == 0:
-                self.bar.set_postfix(loss=f"{float(loss[0]):.3e}", refresh=False)
 
-        return callback
+def option_reference() -> str:
+    """The README's option reference (Markdown), generated from the registries."""
+    lines = []
+    for name, command in COMMANDS.items():
+        lines += [f"#### `dipcert {name}`", "", "| option | section | allowed | default | help |", "|---|---|---|---|---|"]
+        for option in command.options():
+            default = command.defaults.get(option.key)
+            shown = option.show_default() if default is None else str(default)
+            flags = ", ".join(f"`{f}`" for f in (option.cli_flag, *option.aliases))
+            allowed = option.allowed()
+            if option.section in command.requires and option.name == option.section:
+                allowed = "one of " + ", ".join(command.components(next(s for s in command.sections
+                                                                         if s.name == option.section)))
+            lines.append(f"| {flags} | {option.section} | {allowed} | {shown} | {option.help}"
+                         + (f" ({option.unit})" if option.unit else "") + " |")
+        lines.append("")
+    return "\n".join(lines)
 
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
+
+def write_option_reference(readme: str) -> None:
+    """Replace the option reference between the README's markers with :func:`option_reference`."""
+    from pathlib import Path
+
+    from .fileio import atomic_write_text
+
+    text = Path(readme).read_text(encoding="utf-8")
+    start, end = "<!-- options:start -->", "<!-- options:end -->"
+    head, rest = text.split(start, 1)
+    atomic_write_text(readme, f"{head}{start}\n{option_reference()}\n{end}{rest.split(end, 1)[1]}")
+
+
+__all__ = ["COMMANDS", "EXIT_DIVERGED", "main", "option_reference", "write_option_reference"]

@@ -1,4 +1,4 @@
-"""Choosing a training method and its hyperparameters for a problem (``dipcert solve --method``).
+"""The training methods (``--method``), their options and the ``auto`` rules of their hyperparameters.
 
 The ``auto`` rules are heuristics (estimates, not certificates), computed at θ_0 from the
 Gauss–Newton spectrum of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ: its smallest non-zero eigenvalue μ and its largest
@@ -14,11 +14,15 @@ a power-iteration estimate of L, for the steps of gd, heavy ball and Nesterov):
   β√L ∈ {0.5, 1, 2, 4} on the Fig. 1 problem (docs/inertia.md). With α ≈ 0, β = 2/√L would give
   the largest stable step, but with α = 2√μ not small against √L it gives a smaller one;
 - Adam: learning rate 1e-2, the usual DIP setting.
+
+:func:`polyak_heavy_ball` and :func:`nesterov_momentum` are the textbook tunings for a quadratic
+with spectrum [μ, L], used by the inertia experiment beside the ``auto`` rules.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -28,133 +32,172 @@ from .optim import (
 )
 from .optim.inertial import c1_stable_step, c2_stable_step
 from .problems import Problem
+from .registry import Component, Option, Section, choice
 from .steps import gauss_newton_extremes, gauss_newton_sqnorm
 
-METHODS = {
-    "gd": "gradient descent (2), fixed step",
-    "heavy-ball": "Polyak's heavy ball (reference)",
-    "nesterov": "Nesterov's accelerated gradient (reference)",
-    "adam": "Adam, learning rate 1e-2 (the practical DIP baseline)",
-    "gradient-difference": "inertial scheme C1: Hessian damping as a gradient difference",
-    "inna": "inertial scheme C2: forward Euler on the first-order DIN system (INNA-type)",
-    "gradient-flow": "gradient flow, adaptive Runge-Kutta (SciPy)",
-    "inertial-flow": "the DIN ODE of the inertia paper, adaptive Runge-Kutta (SciPy)",
+ADAM_LEARNING_RATE = 1e-2
+
+
+class Spectrum:
+    """μ and L of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ over the runs of a batch (smallest μ, largest L),
+    computed once, on first use."""
+
+    def __init__(self, problem: Problem, network: Network) -> None:
+        self.problem, self.network = problem, network
+        self._extremes: tuple[float, float] | None = None
+
+    @property
+    def extremes(self) -> tuple[float, float]:
+        if self._extremes is None:
+            mu, L = gauss_newton_extremes(self.problem, self.network)
+            self._extremes = float(mu.min()), float(L.max())
+        return self._extremes
+
+    def power_L(self) -> float:
+        """L by power iteration (a lower estimate, cheaper than the eigensolver)."""
+        return float(gauss_newton_sqnorm(self.problem, self.network).max())
+
+
+def critical_damping(mu: float) -> float:
+    """α = 2√μ, critical damping of the slowest mode."""
+    return 2 * math.sqrt(mu)
+
+
+def hessian_damping(L: float) -> float:
+    """β = 1/√L (docs/inertia.md)."""
+    return 1 / math.sqrt(L)
+
+
+def half_stable_step(name: str, L: float, alpha: float, beta: float) -> float:
+    """½ h_stab(L) for C1 (``gradient-difference``) or C2 (``inna``)."""
+    stable = c1_stable_step if name == "gradient-difference" else c2_stable_step
+    return 0.5 * float(stable(torch.tensor([L], dtype=torch.float64), alpha, beta)[0])
+
+
+def polyak_heavy_ball(mu: float, L: float) -> tuple[float, float]:
+    """Polyak's (step, momentum) for a quadratic with spectrum [μ, L]."""
+    sq = math.sqrt(mu / L)
+    return 4 / (math.sqrt(L) + math.sqrt(mu)) ** 2, ((1 - sq) / (1 + sq)) ** 2
+
+
+def nesterov_momentum(mu: float, L: float) -> tuple[float, float]:
+    """Nesterov's (step, momentum) for a μ-strongly convex, L-smooth function."""
+    sq = math.sqrt(mu / L)
+    return 1 / L, (1 - sq) / (1 + sq)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An ``auto`` rule: the value from the spectrum and the values chosen so far, and its text."""
+
+    fn: Callable[[Spectrum, dict], float]
+    text: str
+
+
+GD_STEP_RULE = Rule(lambda s, _: 1 / s.power_L(),
+                    "auto: 1/||A J_g(theta_0)||^2 (power-iteration estimate, not a certificate)")
+RULES: dict[str, dict[str, Rule]] = {  # method → option → its auto rule
+    "gd": {"step": GD_STEP_RULE},
+    "heavy-ball": {"step": GD_STEP_RULE},
+    "nesterov": {"step": GD_STEP_RULE},
+    "adam": {"step": Rule(lambda s, _: ADAM_LEARNING_RATE, "auto: 1e-2, the usual DIP learning rate")},
 }
-CLASSES = {"gd": GradientDescent, "heavy-ball": HeavyBall, "nesterov": Nesterov, "adam": Adam,
-           "gradient-difference": GradientDifference, "inna": INNA, "gradient-flow": GradientFlow,
-           "inertial-flow": InertialFlow}
-ODE_METHODS = ("gradient-flow", "inertial-flow")
-INERTIAL = ("gradient-difference", "inna", "inertial-flow")
-MOMENTUM = ("heavy-ball", "nesterov")
+_ALPHA_RULE = Rule(lambda s, _: critical_damping(s.extremes[0]),
+                   "auto: 2 sqrt(mu), mu = smallest non-zero eigenvalue of A J J^T A^T at theta_0 "
+                   "(critical damping, a heuristic)")
+_BETA_RULE = Rule(lambda s, _: hessian_damping(s.extremes[1]),
+                  "auto: 1/sqrt(L), L = lambda_max(A J J^T A^T) at theta_0 (a measured compromise, see docs/inertia.md)")
+for _name in ("gradient-difference", "inna"):
+    RULES[_name] = {
+        "alpha": _ALPHA_RULE, "beta": _BETA_RULE,
+        "step": Rule(lambda s, chosen, name=_name: half_stable_step(name, s.extremes[1], chosen["alpha"], chosen["beta"]),
+                     "auto: half the largest linearly stable step at L = lambda_max(A J J^T A^T) (a heuristic)"),
+    }
+RULES["inertial-flow"] = {"alpha": _ALPHA_RULE, "beta": _BETA_RULE}
+
+# ----------------------------------------------------------------------------------- options
+STEP = Option("step", float, "auto",
+              "Step γ (h for the inertial schemes, the learning rate for adam): a number, 'auto' (a heuristic, "
+              "see docs) or, for gd, 'certified' (1/(2L), L a proven bound).",
+              low=0, open_low=True, words=("auto", "certified"))
+MOMENTUM = Option("momentum", float, 0.9, "Momentum of heavy-ball and nesterov.", low=0, high=1, open_high=True)
+ALPHA = Option("alpha", float, "auto", "Viscous damping α; auto = 2√μ, μ = λ_min(A J Jᵀ Aᵀ) at θ0.", low=0,
+               words=("auto",))
+BETA = Option("beta", float, None, "Hessian damping β; auto = 1/√L, L = λ_max(A J Jᵀ Aᵀ).", low=0, words=("auto",),
+              default_text="0, except inna (needs β > 0): auto")
+ADAPTIVE_STEP = Option("adaptive_step", bool, False, "Adaptive step (our rule, not the paper's).")
+ODE_SOLVER = Option("ode_solver", str, "RK45", "SciPy solver.", choices=("RK45", "RK23", "DOP853"))
+RTOL = Option("rtol", float, 1e-8, "ODE relative tolerance (the loss cannot go far below (rtol ||θ|| ||A J||)²/2).",
+              low=0, open_low=True, high=1, open_high=True)
+ATOL = Option("atol", float, 1e-12, "ODE absolute tolerance.", low=0, open_low=True, high=1)
+
+_ODE = (ODE_SOLVER, RTOL, ATOL)
+_INERTIAL = (STEP, ALPHA, BETA, ADAPTIVE_STEP)
+METHOD_NAME, _methods = choice("method", [
+    Component("gd", "gradient descent (2), fixed step", (STEP,),
+              frozenset({"certifiable", "certified_step", "reduction", "descent"}), {"method.beta": 0.0}),
+    Component("heavy-ball", "Polyak's heavy ball (reference)", (STEP, MOMENTUM), frozenset({"reduction"})),
+    Component("nesterov", "Nesterov's accelerated gradient (reference)", (STEP, MOMENTUM), frozenset({"reduction"})),
+    Component("adam", "Adam, learning rate 1e-2 (the practical DIP baseline)", (STEP,)),
+    Component("gradient-difference", "inertial scheme C1: Hessian damping as a gradient difference", _INERTIAL,
+              frozenset({"reduction", "time"}), {"method.beta": 0.0}),
+    Component("inna", "inertial scheme C2: forward Euler on the first-order DIN system (INNA-type)", _INERTIAL,
+              frozenset({"reduction", "time"}), {"method.beta": "auto"}),
+    Component("gradient-flow", "gradient flow, adaptive Runge-Kutta (SciPy)", _ODE,
+              frozenset({"certifiable", "reduction", "time", "ode"})),
+    Component("inertial-flow", "the DIN ODE of the inertia paper, adaptive Runge-Kutta (SciPy)", (ALPHA, BETA, *_ODE),
+              frozenset({"reduction", "time", "ode"}), {"method.beta": 0.0}),
+], "gd", "Training method")
+METHOD = Section("method", "the training method", _methods, METHOD_NAME)
 
 
 @dataclass
-class MethodSettings:
-    """What ``--method`` and its options ask for; ``"auto"`` values follow the module's rules."""
+class Chosen:
+    """The hyperparameters a method got: name → {"value", "rule"}."""
 
-    name: str = "gd"
-    step: float | str = "auto"
-    momentum: float = 0.9
-    alpha: float | str = "auto"
-    beta: float | str | None = None  # None: 0, or "auto" for inna
-    adaptive_step: bool = False
-    ode_solver: str = "RK45"
-    rtol: float = 1e-8
-    atol: float = 1e-12
+    values: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise ValueError(f"unknown method {self.name!r}; allowed: {', '.join(METHODS)}")
-        for key in ("alpha", "beta"):
-            value = getattr(self, key)
-            if isinstance(value, str) and value != "auto":
-                raise ValueError(f"{key} must be a number >= 0 or 'auto', got {value!r}")
-            if isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{key} must be a finite number >= 0 or 'auto', got {value!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
-        if self.name in ODE_METHODS and self.step not in ("auto", "certified"):
-            raise ValueError(f"{self.name} has no step size (an adaptive ODE solver): leave the step to 'auto'")
-        if self.step == "certified" and self.name not in ("gd", "gradient-flow"):
-            raise ValueError("--step certified exists for gd (1/(2L)) and gradient-flow only")
-        defaults = MethodSettings.__dataclass_fields__
-        unused = {  # options given (not at their defaults) that the method would ignore
-            "--alpha": self.alpha != defaults["alpha"].default and self.name not in INERTIAL,
-            "--beta": self.beta is not None and self.name not in INERTIAL,
-            "--momentum": self.momentum != defaults["momentum"].default and self.name not in MOMENTUM,
-            "--adaptive-step": self.adaptive_step and self.name not in ("gradient-difference", "inna"),
-            "--ode-solver/--rtol/--atol": self.name not in ODE_METHODS and any(
-                getattr(self, key) != defaults[key].default for key in ("ode_solver", "rtol", "atol")),
-        }
-        for option, ignored in unused.items():
-            if ignored:
-                raise ValueError(f"{option} does not apply to --method {self.name}")
-
-    @property
-    def commutes_with_reduction(self) -> bool:
-        """Is the z = W u reduction exact for this method (theory.md §6)?"""
-        return CLASSES[self.name].commutes_with_reduction
-
-
-def build_method(settings: MethodSettings, problem: Problem, network: Network,
-                 step: float | None = None) -> tuple[Method, dict]:
-    """The method of ``settings`` for ``problem`` and ``network``, and the hyperparameters it got
-    (with how each was chosen). ``step`` overrides the step rule (the certified γ for gd)."""
-    name = settings.name
-    chosen: dict = {}
-    spectrum: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def extremes() -> tuple[float, float]:
-        nonlocal spectrum
-        if spectrum is None:
-            spectrum = gauss_newton_extremes(problem, network)
-        return float(spectrum[0].min()), float(spectrum[1].max())
-
-    def pick(key: str, value, auto, rule: str, default_rule: str = "user"):
+    def pick(self, key: str, value, rule: Rule | None, spectrum: Spectrum, text: str = "user"):
         if value == "auto":
-            value = auto()
-            chosen[key] = {"value": value, "rule": rule}
-        else:
-            chosen[key] = {"value": value, "rule": default_rule}
+            value = rule.fn(spectrum, {k: v["value"] for k, v in self.values.items()})
+            text = rule.text
+        self.values[key] = {"value": value, "rule": text}
         return value
 
-    if name in INERTIAL:
-        alpha = pick("alpha", settings.alpha, lambda: 2 * math.sqrt(extremes()[0]),
-                     "auto: 2 sqrt(mu), mu = smallest non-zero eigenvalue of A J J^T A^T at theta_0 "
-                     "(critical damping, a heuristic)")
-        if settings.beta is None and name != "inna":
-            beta = pick("beta", 0.0, None, "", "default: 0 (the inertia paper finds beta unnecessary)")
-        else:
-            beta = pick("beta", "auto" if settings.beta is None else settings.beta,
-                        lambda: 1 / math.sqrt(extremes()[1]),
-                        "auto: 1/sqrt(L), L = lambda_max(A J J^T A^T) at theta_0 (a measured compromise, "
-                        "see docs/inertia.md)")
-    if name in ODE_METHODS:
-        solver = dict(solver=settings.ode_solver, rtol=settings.rtol, atol=settings.atol)
-        chosen["solver"] = solver
+
+def build_method(settings: dict, problem: Problem, network: Network, step: float | None = None,
+                 spectrum: Spectrum | None = None) -> tuple[Method, dict]:
+    """The method of the ``method`` section values ``settings`` (``settings["method"]`` its name,
+    the other keys its options) for ``problem`` and ``network``, and the hyperparameters it got
+    with how each was chosen. ``step`` overrides the step rule (the certified γ for gd); a
+    ``spectrum`` already computed for this problem and network is reused."""
+    name = settings["method"]
+    rules, chosen = RULES.get(name, {}), Chosen()
+    spectrum = spectrum or Spectrum(problem, network)
+    alpha = beta = 0.0
+    if "alpha" in settings:
+        alpha = chosen.pick("alpha", settings["alpha"], rules.get("alpha"), spectrum)
+        beta = chosen.pick("beta", settings["beta"], rules.get("beta"), spectrum,
+                           "user" if name == "inna" or settings["beta"] != 0.0 else
+                           "default: 0 (the inertia paper finds beta unnecessary)")
+    if name in ("gradient-flow", "inertial-flow"):
+        solver = dict(solver=settings["ode_solver"], rtol=settings["rtol"], atol=settings["atol"])
+        chosen.values["solver"] = solver
         method = GradientFlow(**solver) if name == "gradient-flow" else InertialFlow(alpha, beta, **solver)
-        return method, chosen
+        return method, chosen.values
     if step is not None:
-        chosen["step"] = {"value": step, "rule": "given"}
-    elif name == "adam":
-        step = pick("step", settings.step, lambda: 1e-2, "auto: 1e-2, the usual DIP learning rate")
-    elif name in ("gradient-difference", "inna"):
-        stable = c1_stable_step if name == "gradient-difference" else c2_stable_step
-        step = pick("step", settings.step,
-                    lambda: 0.5 * float(stable(torch.tensor([extremes()[1]], dtype=torch.float64), alpha, beta)[0]),
-                    "auto: half the largest linearly stable step at L = lambda_max(A J J^T A^T) (a heuristic)")
+        chosen.values["step"] = {"value": step, "rule": "certified: 1/(2L), L an upper bound on B(theta_0, R)"}
     else:
-        step = pick("step", settings.step, lambda: float(1 / gauss_newton_sqnorm(problem, network).max()),
-                    "auto: 1/||A J_g(theta_0)||^2 (power-iteration estimate, not a certificate)")
+        step = chosen.pick("step", settings["step"], rules.get("step"), spectrum)
     if name == "gd":
-        return GradientDescent(step), chosen
-    if name in MOMENTUM:
-        default = settings.momentum == MethodSettings.momentum
-        chosen["momentum"] = {"value": settings.momentum, "rule": "default" if default else "user"}
-        return (HeavyBall if name == "heavy-ball" else Nesterov)(step, settings.momentum), chosen
+        return GradientDescent(step), chosen.values
+    if name in ("heavy-ball", "nesterov"):
+        default = settings["momentum"] == MOMENTUM.default
+        chosen.values["momentum"] = {"value": settings["momentum"], "rule": "default" if default else "user"}
+        return (HeavyBall if name == "heavy-ball" else Nesterov)(step, settings["momentum"]), chosen.values
     if name == "adam":
-        return Adam(step), chosen
+        return Adam(step), chosen.values
+    if settings["adaptive_step"]:
+        chosen.values["step"]["rule"] += "; then adaptive (ours, not the paper's)"
     cls = GradientDifference if name == "gradient-difference" else INNA
-    if settings.adaptive_step:
-        chosen["step"]["rule"] += "; then adaptive (ours, not the paper's)"
-    return cls(step, alpha, beta, adaptive=settings.adaptive_step), chosen
+    return cls(step, alpha, beta, adaptive=settings["adaptive_step"]), chosen.values

@@ -464,8 +464,8 @@ class MLP(Network):
         self._initial = {name: w[indices] for name, w in self._initial.items()}
 
     def function(self, params: Params) -> Tensor:
-        h = self.u
         names = list(params)
+        h = self.u.to(params[names[0]].dtype)  # (float64 parameters: the certificate's Gram matrix)
         for name in names[:-1]:
             h = self.activation(torch.einsum("bij,bj->bi", params[name], h))
         return torch.einsum("bij,bj->bi", params[names[-1]], h)
@@ -514,7 +514,7 @@ class LinearNetwork(Network):
         self.theta0 = self.theta0[indices]
 
     def function(self, params: Params) -> Tensor:
-        return params["theta"] @ self.M.T
+        return params["theta"] @ self.M.T.to(params["theta"].dtype)
 
     def forward(self, params: Params) -> tuple[Tensor, Pullback]:
         return self.function(params), lambda w: {"theta": w @ self.M}

@@ -6,7 +6,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -72,8 +72,11 @@ def summary_figure(
 ) -> None:
     """Images in a top row (truth, observation, reconstruction…), loss and error curves below.
 
-    ``curves`` holds ``iteration`` and any of ``loss``, ``error``; keys ending in ``_bound`` are drawn
-    dashed on the panel of the curve they bound.
+    ``curves`` holds ``iteration`` and any of ``loss``, ``error``, ``param_dist``; keys ending in
+    ``_bound`` are drawn dashed on the panel of the curve they bound. Short histories (a run that
+    stopped at τ = 0) are drawn with markers, on a linear iteration axis below 10 iterations. NaN
+    and inf values are left out and named in the panel's title; the value axis is logarithmic only
+    when the finite values are positive. Non-finite pixels are shown in red.
     """
     import matplotlib
 
@@ -85,8 +88,11 @@ def summary_figure(
     ncols = max(len(images), len(panels), 1)
     nrows = 2 if images else 1
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    gray = plt.get_cmap("gray").with_extremes(bad="red")
     for ax, (label, img) in zip(axes[0], images.items()):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.imshow(img, cmap=gray, vmin=0, vmax=255)
+        if not np.all(np.isfinite(img)):
+            label += "\n(non-finite pixels in red)"
         ax.set_title(label, fontsize=9)
         ax.axis("off")
     for ax in axes[0][len(images):] if images else []:
@@ -98,22 +104,53 @@ def summary_figure(
         "error": "error $\\|x_\\tau - \\bar x\\|$",
         "param_dist": "parameters $\\|\\theta_\\tau - \\theta_0\\|$",
     }
+    marker = "o" if len(it) <= 20 else None
     for ax, name in zip(row, panels):
-        ax.plot(it + 1, curves[name], label="measured")
+        series = {"measured": np.asarray(curves[name], dtype=np.float64)}
         if f"{name}_bound" in curves:
-            ax.plot(it + 1, curves[f"{name}_bound"], "--", label="bound")
+            series["bound"] = np.asarray(curves[f"{name}_bound"], dtype=np.float64)
+        note = _not_drawn(it, series["measured"])
+        ax.set_title(labels[name] + (f"\n{note}" if note else ""), fontsize=9)
+        if not any(np.isfinite(values).any() for values in series.values()):
+            ax.text(0.5, 0.5, "no finite value", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        for (kind, values), style in zip(series.items(), ("-", "--")):
+            ax.plot(it + 1, values, style, marker=marker, markersize=3, label=kind)
+        if len(series) > 1:
             ax.legend(fontsize=8)
-        ax.set_xscale("log")
-        if np.all(np.asarray(curves[name])[1:] > 0):
+        if it[-1] + 1 >= 10:
+            ax.set_xscale("log")
+        else:  # a short history: a log axis would show decades that hold no iteration
+            ax.set_xlim(0.5, it[-1] + 1.5)
+            ax.set_xticks(np.arange(1, it[-1] + 2))
+        if _log_scale_fits(series.values()):
             ax.set_yscale("log")
         ax.set_xlabel("iteration $\\tau + 1$")
-        ax.set_title(labels[name], fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
     for ax in row[len(panels):]:
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
+
+
+def _not_drawn(iteration: np.ndarray, values: np.ndarray) -> str:
+    """Which NaN/inf values a curve leaves out, e.g. "not drawn: inf at τ = 0" ("" if none)."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size == 0:
+        return ""
+    more = f" and {bad.size - 1} more" if bad.size > 1 else ""
+    return f"not drawn: {values[bad[0]]} at $\\tau$ = {iteration[bad[0]]}{more}"
+
+
+def _log_scale_fits(series: Iterable[np.ndarray]) -> bool:
+    """A log value axis fits when some finite value is positive and none after the first row is
+    zero or negative (the first may be 0: ‖θ_0 − θ_0‖)."""
+    finite = [values[np.isfinite(values)] for values in series]
+    later = [values[1:][np.isfinite(values[1:])] for values in series]
+    return any(np.any(v > 0) for v in finite) and all(np.all(v > 0) for v in later)
 
 
 def save_figure(fig, path: str | Path, *, tight: bool = True) -> None:

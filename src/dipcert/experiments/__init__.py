@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
+from ..components import SCALE
 from . import fig1, fig2, images, inertia
 from .engine import Cell, ResultStore, run_grid
 
@@ -35,7 +36,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     "fig4": Experiment(images, images.TITLES["fig4"], images.plot_fig4, lambda c: c["operator"] != "blur"),
     "inertia": Experiment(inertia, inertia.TITLE, inertia.plot),
 }
-SCALES = ("quick", "paper")
+SCALES = SCALE.choices
 
 
 def describe() -> dict[str, str]:
@@ -51,10 +52,11 @@ def reproduce(
     fresh: bool = False,
     workers: int = 1,
     on_group: Callable[[list[Cell], float], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Run (or resume) experiment ``name`` at ``scale`` in ``out_dir``; write its table
     ``NAME.csv``, manifest ``NAME.json`` and figure ``NAME.png``; return their paths. ``workers``
-    processes run groups of cells side by side."""
+    processes run groups of cells side by side; ``on_notice`` hears of damaged cells recomputed."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
@@ -69,7 +71,7 @@ def reproduce(
     start = time.perf_counter()
     grid = [cell for cell in module.cells(config) if experiment.keep(cell)]
     rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group, table=name,
-                    workers=workers, cost=getattr(module, "cost", None))
+                    workers=workers, cost=getattr(module, "cost", None), on_notice=on_notice)
     arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}
     figure = out / f"{name}.png"
     experiment.plot(config, rows, arrays, figure)

@@ -2,10 +2,13 @@
 
 An experiment is a list of :class:`Cell` (grid coordinates). Cells that can share one batched tensor
 program (same shapes) form a *group*; a group runs as one batch and then every cell's rows are
-written atomically to ``DIR/NAME.cells/<cell>.csv``. A rerun of the same command skips finished
-cells, so an interrupted run (Ctrl-C, kill) loses at most the group in flight, and the assembled
-table ``DIR/NAME.csv`` is the same as that of an uninterrupted run (timing columns aside). The
-manifest ``DIR/NAME.json`` records the configuration, versions, seeds and wall time.
+written atomically to ``DIR/NAME.cells/<cell>.csv`` (and its arrays to ``<cell>.npz``), then a
+record ``<cell>.meta.json`` of their checksums, row count and columns. A rerun of the same command
+skips finished cells (record and files agree) and recomputes damaged ones, so an interrupted run
+(Ctrl-C, kill) loses at most the group in flight, and the assembled table ``DIR/NAME.csv`` is the
+same as that of an uninterrupted run (timing columns aside). The stamp ``NAME.cells/config.json``
+holds the configuration and package versions; a rerun with either changed is refused. The manifest
+``DIR/NAME.json`` records the configuration, versions, seeds and wall time.
 
 Trial seeds are ``seed + trial index`` in every cell: deterministic, independent of batching and of
 the order cells run in.
@@ -14,9 +17,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import io
 import json
 import multiprocessing
+import os
 import shutil
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -65,11 +72,20 @@ def settings_and_choices(config, doc: str) -> dict:
 
 
 class ConfigMismatch(ValueError):
-    """The output folder holds results of another configuration."""
+    """The output folder holds results of another configuration or of other package versions."""
+
+
+NOT_STARTED = "not started"
+"""What :meth:`ResultStore.check` says of a cell none of whose files exist."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class ResultStore:
-    """Finished cells of one experiment in ``out_dir``; refuses to mix configurations."""
+    """Finished cells of one experiment in ``out_dir``; refuses to mix configurations or package
+    versions."""
 
     def __init__(self, out_dir: str | Path, name: str, config: dict, fresh: bool = False) -> None:
         self.out_dir, self.name, self.config = Path(out_dir), name, config
@@ -78,36 +94,104 @@ class ResultStore:
         if fresh and self.cell_dir.exists():
             shutil.rmtree(self.cell_dir)
         self.cell_dir.mkdir(parents=True, exist_ok=True)
-        wanted = json.loads(dumps(config))
+        wanted = {"config": json.loads(dumps(config)), "versions": versions()}
         if stamp.exists():
-            if json.loads(stamp.read_text()) != wanted:
-                raise ConfigMismatch(
-                    f"{self.cell_dir} holds results of another configuration of {name}; "
-                    "use another --out, or --fresh to discard them"
-                )
+            self._check_stamp(stamp, wanted)
         else:
-            atomic_write_text(stamp, dumps(config) + "\n")
+            atomic_write_text(stamp, dumps(wanted) + "\n")
+
+    def _check_stamp(self, stamp: Path, wanted: dict) -> None:
+        """Raise :class:`ConfigMismatch` unless ``stamp`` records ``wanted`` (configuration, versions)."""
+        advice = "use --fresh to discard them, or another --out"
+        try:
+            found = json.loads(stamp.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigMismatch(f"{stamp} is unreadable ({exc}); {advice}") from None
+        if not isinstance(found, dict) or set(found) != {"config", "versions"}:
+            raise ConfigMismatch(f"{self.cell_dir} was written by an older dipcert that did not record "
+                                 f"package versions; {advice}")
+        if found["config"] != wanted["config"]:
+            raise ConfigMismatch(f"{self.cell_dir} holds results of another configuration of {self.name}; "
+                                 f"{advice}")
+        old, new = found["versions"], wanted["versions"]
+        changed = [f"{pkg} {old.get(pkg, 'none')} -> {new.get(pkg, 'none')}"
+                   for pkg in sorted(set(old) | set(new)) if old.get(pkg) != new.get(pkg)]
+        if changed:
+            raise ConfigMismatch(f"{self.cell_dir} holds results computed with other package versions "
+                                 f"({', '.join(changed)}); {advice}")
 
     def _path(self, cell: Cell) -> Path:
         return self.cell_dir / f"{cell.key}.csv"
 
-    def done(self, cell: Cell) -> bool:
-        return self._path(cell).exists()
+    def _npz(self, cell: Cell) -> Path:
+        return self.cell_dir / f"{cell.key}.npz"
+
+    def _meta(self, cell: Cell) -> Path:
+        return self.cell_dir / f"{cell.key}.meta.json"
+
+    def check(self, cell: Cell) -> str | None:
+        """None if ``cell`` is finished and intact, ``NOT_STARTED`` if none of its files exist, else
+        what is wrong with them (a cell counts as finished only when its record and files agree)."""
+        files = [self._path(cell), self._npz(cell), self._meta(cell)]
+        if not any(path.exists() for path in files):
+            return NOT_STARTED
+        if not self._meta(cell).exists():
+            return "no record: its writing was interrupted"
+        try:
+            meta = json.loads(self._meta(cell).read_text(encoding="utf-8"))
+            rows, columns = meta["rows"], meta["columns"]
+            csv_sha, npz_sha = meta["csv_sha256"], meta["npz_sha256"]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            return "unreadable record"
+        if not self._path(cell).exists():
+            return "CSV missing"
+        data = self._path(cell).read_bytes()
+        if not data:
+            return "empty CSV"
+        try:
+            header, *body = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+        except (UnicodeDecodeError, csv.Error):
+            return "CSV unparseable"
+        if header != columns:
+            return "wrong CSV header"
+        short = [i for i, row in enumerate(body) if len(row) != len(columns)]
+        if short and short != [len(body) - 1]:  # only the last row may be cut off
+            return "CSV unparseable"
+        complete = len(body) - len(short)
+        if complete < rows:
+            return f"truncated: {complete} rows of {rows}"
+        if len(body) > rows:
+            return f"{len(body)} rows where {rows} were written"
+        if _sha256(data) != csv_sha:
+            return "CSV checksum mismatch"
+        if npz_sha is not None:
+            if not self._npz(cell).exists():
+                return "arrays (.npz) missing"
+            if _sha256(self._npz(cell).read_bytes()) != npz_sha:
+                return "arrays (.npz) checksum mismatch"
+        return None
 
     def write(self, cell: Cell, result: CellResult) -> None:
-        """Arrays first, then the rows: a cell counts as finished once its CSV exists."""
+        """Arrays first, then the rows, then the record of both: a cell counts as finished once its
+        record exists and agrees with its files."""
+        self._meta(cell).unlink(missing_ok=True)
+        npz_sha = None
         if result.arrays:
-            with atomic_output(self.cell_dir / f"{cell.key}.npz") as tmp:
+            with atomic_output(self._npz(cell)) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **result.arrays)
+            npz_sha = _sha256(self._npz(cell).read_bytes())
         rows = result.rows
         write_csv(self._path(cell), {key: [row[key] for row in rows] for key in rows[0]})
+        meta = {"rows": len(rows), "columns": list(rows[0]),
+                "csv_sha256": _sha256(self._path(cell).read_bytes()), "npz_sha256": npz_sha}
+        atomic_write_text(self._meta(cell), dumps(meta) + "\n")
 
     def has_arrays(self, cell: Cell) -> bool:
-        return (self.cell_dir / f"{cell.key}.npz").exists()
+        return self._npz(cell).exists()
 
     def read_arrays(self, cell: Cell) -> dict[str, np.ndarray]:
-        with np.load(self.cell_dir / f"{cell.key}.npz") as data:
+        with np.load(self._npz(cell)) as data:
             return dict(data)
 
     def read(self, cell: Cell) -> list[Row]:
@@ -153,6 +237,22 @@ def _timed(run_group: Callable[[list[Cell]], dict[str, CellResult]], threads: in
     return run_group(group), time.perf_counter() - start
 
 
+PARENT_POLL_SECONDS = 0.2
+"""How often a worker process checks that the process that started it is alive."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: a daemon thread ends this process as soon as ``parent`` is no longer its
+    parent (the parent died, even by SIGKILL, and the worker was re-parented)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def run_grid(
     store: ResultStore,
     cells: Sequence[Cell],
@@ -162,21 +262,32 @@ def run_grid(
     table: str | None = None,
     workers: int = 1,
     cost: Callable[[Cell], float] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Run every unfinished cell, group by group; write and return every cell's rows, in grid order.
 
-    With ``workers > 1``, groups run in that many processes (each with an equal share of the
-    cores), costliest first when ``cost`` estimates a cell's cost; each finished group is written
-    as soon as it arrives. ``run_group`` must then be picklable (a module-level function, or a
-    ``functools.partial`` of one).
+    A cell whose files are damaged (see :meth:`ResultStore.check`) is recomputed, and ``on_notice``
+    is told why. With ``workers > 1``, groups run in that many processes (each with an equal share
+    of the cores, and each ending if this process dies), costliest first when ``cost`` estimates a
+    cell's cost; each finished group is written as soon as it arrives. ``run_group`` must then be
+    picklable (a module-level function, or a ``functools.partial`` of one).
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     groups: dict[Hashable, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(group_of(cell), []).append(cell)
-    pending = [[cell for cell in group if not store.done(cell)] for group in groups.values()]
-    pending = [group for group in pending if group]
+    pending = []
+    for group in groups.values():
+        todo = []
+        for cell in group:
+            problem = store.check(cell)
+            if problem is not None:
+                todo.append(cell)
+            if problem not in (None, NOT_STARTED) and on_notice is not None:
+                on_notice(f"cell {cell.key}: damaged ({problem}), recomputing it")
+        if todo:
+            pending.append(todo)
     if cost is not None:
         pending.sort(key=lambda group: -sum(cost(cell) for cell in group))
 
@@ -192,7 +303,8 @@ def run_grid(
     else:
         threads = max(1, torch.get_num_threads() // workers)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(_timed, run_group, threads, group): group for group in pending}
             try:
                 for future in as_completed(futures):

@@ -15,11 +15,13 @@ Two problems:
   the DIN system, and a run of 1000 evaluations took over 40 min): ‖x_τ − x̄‖ against gradient
   evaluations, with the a-posteriori recovery bound of gradient descent.
 
-Every method is tuned per trial from the Gauss–Newton spectrum [μ, L] of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ
-(:func:`dipcert.steps.gauss_newton_extremes`), as for a quadratic with that spectrum: α = 2√μ
-(critical damping), Polyak's heavy-ball and Nesterov's parameters for κ = L/μ, half the largest
-stable step for C1 and C2 (β = 1/√L for C2, which needs β > 0). Gradient descent runs with its
-certified step 1/(2L), L the certified smoothness bound (Theorem III.1), and with 1/L_GN.
+Every method is tuned per trial by the ``auto`` rules of ``dipcert solve`` (:mod:`dipcert.methods`),
+from the Gauss–Newton spectrum [μ, L] of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ: α = 2√μ (critical damping), half
+the largest stable step for C1 and C2 (β = 1/√L for C2, which needs β > 0), Adam's 1e-2; heavy
+ball and Nesterov get the textbook parameters for κ = L/μ (:func:`~dipcert.methods.polyak_heavy_ball`,
+:func:`~dipcert.methods.nesterov_momentum`). Gradient descent runs with its certified step 1/(2L),
+L the certified smoothness bound (Theorem III.1), and with the ``auto`` step 1/L_GN (L_GN by power
+iteration).
 
 Our choices where the papers are silent (recorded in the manifest): the problems above (the
 companion paper's settings are unknown: theory.md §7.2), the (α, β) grid, the tuning rules, the
@@ -39,22 +41,12 @@ from ..certify import certify
 from ..images import load_image
 from ..networks import TwoLayerDIP
 from ..operators import Spectral
-from ..optim import (
-    INNA,
-    Adam,
-    GradientDescent,
-    GradientDifference,
-    GradientFlow,
-    HeavyBall,
-    InertialFlow,
-    Nesterov,
-    train,
-)
-from ..optim.inertial import c1_stable_step, c2_stable_step
+from ..config import RunConfig
+from ..methods import METHOD, Spectrum, build_method, nesterov_momentum, polyak_heavy_ball
+from ..optim import GradientDescent, GradientFlow, HeavyBall, InertialFlow, Nesterov, train
 from ..problems import gaussian_problem, image_problem
 from ..report import save_figure
 from ..seeding import derive_seed
-from ..steps import gauss_newton_extremes
 from .engine import Cell, CellResult, Row, settings_and_choices
 
 TITLE = "Inertia: DIN ODE, inertial schemes, gradient descent and gradient flow"
@@ -105,26 +97,28 @@ def cost(cell: Cell) -> float:
     return 100.0 if cell["problem"] == "image" else 1.0
 
 
-def _roster(certified_L: float, spectrum: tuple[float, float], rtol: float) -> dict:
-    """Label → (method, network) tuned for this trial (see the module docstring)."""
-    mu, L = spectrum
-    alpha, sq = 2 * math.sqrt(mu), math.sqrt(mu / L)
-    L_t = torch.tensor([L], dtype=torch.float64)
-    c1 = 0.5 * float(c1_stable_step(L_t, alpha, 0.0)[0])
-    beta2 = 1 / math.sqrt(L)
-    c2 = 0.5 * float(c2_stable_step(L_t, alpha, beta2)[0])
+def _roster(problem, network, certified_L: float, spectrum: Spectrum, rtol: float) -> dict:
+    """Label → method tuned for this trial: the ``auto`` rules of ``dipcert solve`` (the method
+    registry), with the textbook tunings of heavy ball and Nesterov for the spectrum [μ, L]."""
+    mu, L = spectrum.extremes
+
+    def auto(name: str, **options) -> object:
+        settings = RunConfig.build({"method": {"method": name, **options}}, (METHOD,)).method.values
+        return build_method({**settings, "method": name}, problem, network, spectrum=spectrum)[0]
+
+    ode = dict(rtol=rtol, atol=rtol * 1e-4)
     return {
         "gd certified": GradientDescent(1 / (2 * certified_L)),
-        "gd 1/L": GradientDescent(1 / L),
-        "heavy ball": HeavyBall(4 / (math.sqrt(L) + math.sqrt(mu)) ** 2, ((1 - sq) / (1 + sq)) ** 2),
-        "nesterov": Nesterov(1 / L, (1 - sq) / (1 + sq)),
-        "adam": Adam(1e-2),
-        "C1": GradientDifference(c1, alpha, 0.0),
-        "C1 adaptive": GradientDifference(c1, alpha, 0.0, adaptive=True),
-        "C2": INNA(c2, alpha, beta2),
-        "C2 adaptive": INNA(c2, alpha, beta2, adaptive=True),
-        "gradient flow": GradientFlow(rtol=rtol, atol=rtol * 1e-4),
-        "inertial flow": InertialFlow(alpha, 0.0, rtol=rtol, atol=rtol * 1e-4),
+        "gd 1/L": auto("gd"),
+        "heavy ball": HeavyBall(*polyak_heavy_ball(mu, L)),
+        "nesterov": Nesterov(*nesterov_momentum(mu, L)),
+        "adam": auto("adam"),
+        "C1": auto("gradient-difference"),
+        "C1 adaptive": auto("gradient-difference", adaptive_step=True),
+        "C2": auto("inna"),
+        "C2 adaptive": auto("inna", adaptive_step=True),
+        "gradient flow": auto("gradient-flow", **ode),
+        "inertial flow": auto("inertial-flow", **ode),
     }
 
 
@@ -150,10 +144,11 @@ def run_group(config: Config, group: list[Cell]) -> dict[str, CellResult]:
     (cell,) = group
     problem, network, full_network, image = _build(config, cell)
     gaussian = cell["problem"] == "gaussian"
-    mu, L = (float(v[0]) for v in gauss_newton_extremes(problem, network))
+    spectrum = Spectrum(problem, network)
+    mu, L = spectrum.extremes
     certificate = certify(problem, network, hessian_iters=0)
     certified_L = float(certificate["L"].value[0])
-    methods = _roster(certified_L, (mu, L), config.rtol)
+    methods = _roster(problem, network, certified_L, spectrum, config.rtol)
     if gaussian:  # the companion paper's figure: the DIN ODE for several (α, β)
         for a in config.alphas:
             methods[f"DIN alpha={a:g} beta=0"] = InertialFlow(a, 0.0, rtol=config.rtol, atol=config.rtol * 1e-4)

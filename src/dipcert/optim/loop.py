@@ -2,10 +2,18 @@
 
 Each run of the batch stops independently with status
 - ``converged``: the loss reached ``loss_tol``;
-- ``diverged``: the loss became NaN/inf or exceeded ``divergence_factor`` × its initial value;
+- ``diverged``: the loss became NaN/inf, exceeded ``divergence_factor`` × its initial value
+  L(θ_0), or stayed above L(θ_0) for ``stall_patience`` consecutive iterations (a too-large step
+  that saturates a bounded network: the loss jumps up and freezes there);
 - ``max_iterations``: the iteration limit was reached;
-- ``failed``: the method could not go on (an ODE solver whose step size underflowed).
+- ``failed``: the method could not go on (an ODE solver whose step size underflowed);
+- ``interrupted``: the caller asked to stop (``callback`` returned True); every run still running
+  stops at that iteration.
 A stopped run's parameters are frozen; its history is kept up to the point it stopped.
+``TrainResult.config["divergence"]`` is a list with one entry per run: ``None``, or for a diverged
+run why it stopped, one of ``"loss not finite"``, ``"loss above 1e+06 x its initial value"``
+(the factor as given) and ``"loss above its initial value for 100 consecutive iterations"``
+(the patience as given).
 
 A method sees the gradient at the current iterate (``update``); a method that needs gradients
 elsewhere (the ODE integrators) sets ``uses_gradient = False`` and receives an *oracle*
@@ -28,7 +36,7 @@ from ..losses import Loss, MSELoss
 from ..networks import Network, Params, RankOne
 from ..problems import Problem
 
-STATUSES = ("converged", "diverged", "max_iterations", "failed")
+STATUSES = ("converged", "diverged", "max_iterations", "failed", "interrupted")
 
 
 Gradients = dict[str, "Tensor | RankOne"]
@@ -120,7 +128,8 @@ class _Recorder:
                        arr["evaluations"], arr.get("time"))
 
 
-def _check_settings(max_iters: int, loss_tol: float, record_every: int, divergence_factor: float) -> None:
+def _check_settings(max_iters: int, loss_tol: float, record_every: int, divergence_factor: float,
+                    stall_patience: int) -> None:
     if not isinstance(max_iters, int) or max_iters <= 0:
         raise ValueError(f"iteration limit must be a positive integer, got {max_iters!r}")
     if not isinstance(record_every, int) or record_every <= 0:
@@ -129,6 +138,8 @@ def _check_settings(max_iters: int, loss_tol: float, record_every: int, divergen
         raise ValueError(f"loss tolerance must be a finite number >= 0, got {loss_tol!r}")
     if not divergence_factor > 1:
         raise ValueError(f"divergence_factor must be > 1, got {divergence_factor!r}")
+    if not isinstance(stall_patience, int) or stall_patience < 0:
+        raise ValueError(f"stall_patience must be an integer >= 0 (0 disables it), got {stall_patience!r}")
 
 
 def train(
@@ -141,9 +152,10 @@ def train(
     loss_tol: float = 0.0,
     record_every: int = 1,
     divergence_factor: float = 1e6,
+    stall_patience: int = 100,
     compact_below: float = 0.5,
     snapshot_at: Sequence[int] = (),
-    callback: Callable[[int, Tensor], None] | None = None,
+    callback: Callable[[int, Tensor], bool | None] | None = None,
 ) -> TrainResult:
     """Fit ``network`` to ``problem.y`` with ``method``; every run of the batch stops on its own.
 
@@ -151,9 +163,13 @@ def train(
     run stops. When the running runs fall below ``compact_below`` of the working batch, the stopped
     ones are dropped from it, so a batch costs what its running runs cost (0 disables this).
     ``snapshot_at`` lists iterations τ at which x_τ is kept (``TrainResult.snapshots``).
-    ``callback(τ, loss)`` is called after each evaluation with the latest loss of every run.
+    ``stall_patience`` > 0 stops as diverged a run whose loss stayed above its initial value that
+    many consecutive iterations (0 disables this rule).
+    ``callback(τ, loss)`` is called after each evaluation with the latest loss of every run; when it
+    returns True, every running run stops at τ as ``interrupted`` (τ is recorded) and ``train``
+    returns normally.
     """
-    _check_settings(max_iters, loss_tol, record_every, divergence_factor)
+    _check_settings(max_iters, loss_tol, record_every, divergence_factor, stall_patience)
     loss = loss or MSELoss()
     if problem.batch != network.batch or problem.n != network.n:
         raise ValueError(
@@ -179,6 +195,9 @@ def train(
     wanted = set(snapshot_at)
     uses_gradient = getattr(method, "uses_gradient", True)
     failure: str | None = None
+    divergence: list[str | None] = [None] * batch
+    reasons = ("loss not finite", f"loss above {divergence_factor:g} x its initial value",
+               f"loss above its initial value for {stall_patience} consecutive iterations")
 
     def cotangent(v: Tensor) -> Tensor:
         """Aᵀ ∇ℓ(v) for the working runs: one gradient evaluation, counted for the running ones."""
@@ -205,6 +224,12 @@ def train(
             latest["time"].index_copy_(0, run.index, method.time.double())
         recorder.add(iteration=tau, seconds=time.perf_counter() - start, evaluations=evaluations, **latest)
 
+    def stop_running(label: str, tau: int) -> None:
+        """Stop every running run at iteration τ with status ``label``."""
+        for b in torch.nonzero(run.active).flatten().tolist():
+            status[run.index[b]], iterations[run.index[b]] = label, tau
+        run.active = torch.zeros_like(run.active)
+
     x_next: Tensor | None = None  # x at the new θ, when the step computed it (fused descent)
     for tau in range(max_iters + 1):
         if x_next is None:
@@ -213,10 +238,17 @@ def train(
             x, x_next = x_next, None
         v = run.problem.operator.forward_flat(x)
         value = loss.value(v, run.problem.y)
-        if run.limit is None:  # a loss above this many times its initial value is a divergence
+        if run.initial_loss is None:  # L(θ_0): the reference of the divergence rules
+            run.initial_loss = value
             run.limit = divergence_factor * value.clamp_min(torch.finfo(value.dtype).tiny)
+            run.above = torch.zeros_like(value, dtype=torch.int64)
         active = run.active
-        diverged = active & (~torch.isfinite(value) | (value > run.limit))
+        not_finite, too_large = ~torch.isfinite(value), value > run.limit
+        diverged = not_finite | too_large
+        if stall_patience:  # consecutive iterations above L(θ_0)
+            run.above.add_(1).mul_(value > run.initial_loss)
+            diverged |= run.above >= stall_patience
+        diverged &= active
         converged = active & ~diverged & (value <= loss_tol)
         stopping = diverged | converged
         last = tau == max_iters
@@ -228,20 +260,28 @@ def train(
             record(tau, x)
         if tau in wanted:
             snapshots[tau] = run.full_x(x)
-        if callback is not None:
-            callback(tau, latest["loss"])
+        interrupt = callback is not None and bool(callback(tau, latest["loss"]))
+        if interrupt and not recording:
+            record(tau, x)
         if any_stop:  # (run.active keeps its identity otherwise: methods cache per-mask data)
+            flags = diverged.tolist()
+            reason = torch.where(not_finite, 0, torch.where(too_large, 1, 2)).tolist()
             for b in torch.nonzero(stopping).flatten().tolist():
-                status[run.index[b]] = "diverged" if diverged[b] else "converged"
-                iterations[run.index[b]] = tau
+                i = int(run.index[b])
+                status[i], iterations[i] = ("diverged" if flags[b] else "converged"), tau
+                if flags[b]:
+                    divergence[i] = reasons[reason[b]]
             run.active = active & ~stopping
             running = int(run.active.sum())
             if running == 0:
                 break
-            if running < compact_below * len(run.index) and not last:
+            if running < compact_below * len(run.index) and not (last or interrupt):
                 run.compact(x)  # the working set changed: evaluate it again (same θ, fewer runs)
                 x, pullback = run.network.forward(run.params)
                 v = run.problem.operator.forward_flat(x)
+        if interrupt:
+            stop_running("interrupted", tau)
+            break
         if last:
             break
         if run.fused:
@@ -255,13 +295,10 @@ def train(
             if not recording:
                 latest["loss"].index_copy_(0, run.index, value.double())
                 record(tau, x)
-            for b in torch.nonzero(run.active).flatten().tolist():
-                status[run.index[b]], iterations[run.index[b]] = "failed", tau
-            run.active = torch.zeros_like(run.active)
+            stop_running("failed", tau)
             break
 
-    for b in torch.nonzero(run.active).flatten().tolist():
-        status[run.index[b]], iterations[run.index[b]] = "max_iterations", max_iters
+    stop_running("max_iterations", max_iters)
     seconds = time.perf_counter() - start
     if hasattr(method, "bind"):
         method.bind(None)  # let the method free its solver state now, not at the next garbage collection
@@ -283,6 +320,8 @@ def train(
             "loss_tol": loss_tol,
             "record_every": record_every,
             "divergence_factor": divergence_factor,
+            "stall_patience": stall_patience,
+            "divergence": divergence,
             "fused_descent": fused_at_start,
             **({"failure": failure} if failure else {}),
         },
@@ -302,7 +341,9 @@ class _WorkingSet:
         self.size = network.batch
         self.index = torch.arange(self.size, device=problem.y.device)
         self.active = torch.ones(self.size, dtype=torch.bool, device=problem.y.device)
+        self.initial_loss: Tensor | None = None  # L(θ_0) per working run, set at the first evaluation
         self.limit: Tensor | None = None  # divergence threshold per working run
+        self.above: Tensor | None = None  # consecutive iterations above L(θ_0), per working run
         self._x: Tensor | None = None  # full-batch results, allocated at the first compaction
         self._params: Params = {}
 
@@ -332,7 +373,8 @@ class _WorkingSet:
         self.params = {name: p[keep] for name, p in self.params.items()}
         self.fused = self.fused and self._fuses()
         self.initial = self._initial_state()
-        self.index, self.active, self.limit = self.index[keep], self.active[keep], self.limit[keep]
+        self.index, self.active = self.index[keep], self.active[keep]
+        self.initial_loss, self.limit, self.above = self.initial_loss[keep], self.limit[keep], self.above[keep]
         self.method.select(keep)  # last: a method may evaluate gradients of the new working set
 
     def full_x(self, x: Tensor) -> Tensor:

@@ -1,0 +1,186 @@
+"""The registries of dipcert: every component a user can choose, with its options.
+
+Sections of a run (see :mod:`dipcert.config`): ``problem`` (the signal), ``operator``, ``noise``,
+``loss``, ``network``, ``method`` (in :mod:`dipcert.methods`, with its ``auto`` rules), ``run``
+(seeds, device, dtype), ``training`` (iteration budget, tolerances) and ``certificate``. The
+command-only sections ``output``, ``report`` and ``reproduce`` hold the options of ``solve``,
+``certify`` and ``reproduce`` that are not part of a run.
+
+A builder takes the run's section values and returns the object; the pipeline that calls the
+builders is :mod:`dipcert.solve`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from .activations import ACTIVATIONS
+from .certify import LIPSCHITZ_FORMS
+from .images import BUILTIN_IMAGES
+from .methods import METHOD
+from .networks import TRAINABLE, V_LAWS
+from .operators import BOUNDARIES
+from .registry import Component, Option, Section, choice
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_SIDE = 8192  # pixels per image side
+MAX_SIZE = 1 << 26  # entries of a signal
+
+
+def _parse_size(value: Any) -> tuple[int, int]:
+    """``N``, ``HxW`` or a two-element list."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        parts = [value]
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*([xX,]\s*\d+\s*)?", value):
+        parts = [int(p) for p in re.split(r"[xX,]", value)]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        parts = list(value)
+    else:
+        raise ValueError("expected N or HxW")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or not all(1 <= p <= MAX_SIDE for p in parts):
+        raise ValueError(f"each side must be an integer from 1 to {MAX_SIDE}")
+    return parts[0], parts[1]
+
+
+def _parse_device(value: Any) -> str:
+    """cpu, cuda or cuda:N, available on this machine."""
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", value):
+        raise ValueError("allowed: cpu, cuda, cuda:N, mps")
+    if value.startswith("cuda"):
+        index = int(value.split(":")[1]) if ":" in value else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ValueError(f"not available here ({torch.cuda.device_count()} CUDA device(s)); use cpu")
+    if value == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("not available here; use cpu")
+    return value
+
+
+# ---------------------------------------------------------------------------------- problem
+IMAGE = Option("image", str, "builtin:camera",
+               f"Image file (PNG, TIFF, …), .npy/.npz array, or builtin:NAME ({', '.join(BUILTIN_IMAGES)}).")
+SIZE = Option("size", tuple, (64, 64), "Resize the image to N×N or H×W (e.g. 64x48).", item=int, length=2,
+              unit="pixels", parser=_parse_size, allowed_text=f"N or HxW, sides from 1 to {MAX_SIDE}")
+N = Option("n", int, 5, "Signal size of the synthetic problem.", low=1, high=MAX_SIZE)
+
+_SYNTHETIC_DEFAULTS = {"operator.operator": "gaussian", "run.dtype": "float64", "network.train": "W",
+                       "training.iters": 100_000, "training.loss_tol": 1e-14}
+_IMAGE_DEFAULTS = {"run.dtype": "float32", "network.train": "WV", "training.iters": 500, "training.loss_tol": 0.0}
+SIGNAL, _signals = choice("signal", [
+    Component("image", "an image observed through --operator", (IMAGE, SIZE), frozenset({"image"}), _IMAGE_DEFAULTS),
+    Component("gaussian", "the paper's synthetic problem, A and x̄ iid N(0,1) (Fig. 1-2)", (N,), frozenset(),
+              _SYNTHETIC_DEFAULTS),
+], "image", "What is reconstructed")
+PROBLEM = Section("problem", "the signal to reconstruct", _signals, SIGNAL)
+
+# --------------------------------------------------------------------------------- operator
+BLUR_SIGMA = Option("blur_sigma", float, 1.0, "Std of the Gaussian blur kernel (at most the image's larger side).",
+                    low=0, open_low=True, high=MAX_SIDE, unit="pixels")
+BOUNDARY = Option("boundary", str, "circular", "Blur boundary condition.", choices=BOUNDARIES)
+KEEP_FRACTION = Option("keep_fraction", float, 0.5, "Fraction of pixels observed.", low=0, open_low=True, high=1)
+M = Option("m", int, None, "Number of measurements.", low=1, high=MAX_SIZE, default_text="n")
+OPERATOR_NAME, _operators = choice("operator", [
+    Component("blur", "Gaussian blur (FFT, exact spectrum)", (BLUR_SIGMA, BOUNDARY), frozenset({"image", "square"})),
+    Component("well-conditioned", "U diag(s) Vᵀ, s from 1 to 2 (Fig. 3b)", (), frozenset({"image", "square"})),
+    Component("gaussian", "iid N(0,1) matrix, m × n", (M,), frozenset({"image", "synthetic"})),
+    Component("inpainting", "keeps a random fraction of the pixels", (KEEP_FRACTION,), frozenset({"image"})),
+], "blur", "Forward operator A", default_text="blur; gaussian for --signal gaussian")
+OPERATOR = Section("operator", "the forward operator A", _operators, OPERATOR_NAME)
+
+# ------------------------------------------------------------------------------------ noise
+NOISE_STD = Option("noise_std", float, 0.0, "White Gaussian noise std, on the image's [0, 255] scale for images.",
+                   low=0, high=1e6)
+PHOTONS = Option("photons", float, 100.0, "Expected photon count at the image's peak value 255: y = (255/N)·Poisson(N·Ax̄/255).",
+                 low=0, open_low=True, high=1e12, unit="photons")
+NOISE_NAME, _noises = choice("noise", [
+    Component("gaussian", "y = A x̄ + σ ε", (NOISE_STD,)),
+    Component("poisson", "counts scaled to the image range (needs A x̄ >= 0)", (PHOTONS,), frozenset({"nonnegative"})),
+    Component("one-bit", "y = sign(A x̄ + σ ε) in {-1, +1}, for the logistic loss", (NOISE_STD,), frozenset({"labels"})),
+], "gaussian", "Noise model")
+NOISE = Section("noise", "the noise model", _noises, NOISE_NAME)
+
+# ------------------------------------------------------------------------------------- loss
+LOSS_NAME, _losses = choice("loss", [
+    Component("mse", "½‖v − y‖², certified (Theorem III.1)", (), frozenset({"certificate"})),
+    Component("kl", "Kullback-Leibler (Poisson); certified where its desingularizer holds", (),
+              frozenset({"certificate", "needs_nonnegative"})),
+    Component("logistic", "logistic loss on labels y = ±1; no certificate (its infimum is not attained)", (),
+              frozenset({"needs_labels"})),
+], "mse", "Data-fidelity loss L_y")
+LOSS = Section("loss", "the data-fidelity loss", _losses, LOSS_NAME)
+
+# ---------------------------------------------------------------------------------- network
+WIDTH = Option("width", int, 10_000, "Hidden width k of the two-layer DIP (9).", low=1, high=1 << 31, aliases=("--k",))
+D = Option("d", int, 32, "Input size d (the W-only dynamics do not depend on it).", low=1, high=1 << 20)
+TRAIN = Option("train", str, None, "Trained layers.", choices=TRAINABLE, default_text="WV for images, W for gaussian")
+ACTIVATION = Option("activation", str, "sigmoid", "Activation φ.", choices=tuple(ACTIVATIONS))
+V_LAW = Option("v_law", str, "rademacher", "Law of the entries of V_0 (A-8).", choices=V_LAWS)
+WIDTHS = Option("widths", tuple, (256,), "Hidden widths N_1,…,N_{L-1} of the MLP (Definition II.1); depth L = count + 1.",
+                item=int, low=1, high=1 << 20)
+NETWORK_NAME, _networks = choice("network", [
+    Component("two-layer", "the two-layer DIP (9), trained through z = W u where exact",
+              (WIDTH, D, TRAIN, ACTIVATION, V_LAW), frozenset({"certified_lipschitz", "reduction"})),
+    Component("mlp", "the deep network of Definition II.1 (no biases, all layers trained)", (WIDTHS, D, ACTIVATION)),
+], "two-layer", "Generator g(u, θ)")
+NETWORK = Section("network", "the generator", _networks, NETWORK_NAME)
+
+# ------------------------------------------------------------------------------ run, training
+SEED = Option("seed", int, 0, "Seed of the first run; run r uses seed + r.", low=0, high=2**62)
+RUNS = Option("runs", int, 1, "Independent runs (seeds seed, seed+1, …), as one batch.", low=1, high=1 << 20)
+DEVICE = Option("device", str, "cpu", "Torch device.", parser=_parse_device,
+                allowed_text="cpu, cuda, cuda:N or mps, available here")
+DTYPE = Option("dtype", str, None, "Floating-point type.", choices=tuple(DTYPES),
+               default_text="float32 for images, float64 for gaussian")
+RUN = Section("run", "seeds, batch, device", {"run": Component("run", "", (SEED, RUNS, DEVICE, DTYPE))})
+
+ITERS = Option("iters", int, None, "Iteration limit.", low=1, high=10**9,
+               default_text="500 for images, 1e5 for gaussian")
+LOSS_TOL = Option("loss_tol", float, None, "Stop a run when its loss reaches this.", low=0,
+                  default_text="0 for images, 1e-14 for gaussian")
+RECORD_EVERY = Option("record_every", int, None, "Record the history every this many iterations.", low=1,
+                      high=10**9, default_text="iters/2000, at least 1")
+STALL_PATIENCE = Option("stall_patience", int, 100,
+                        "A run whose loss stays above its initial value this many consecutive iterations is "
+                        "reported diverged (0: never).", low=0, high=10**9)
+TRAINING = Section("training", "iteration budget and stops",
+                   {"training": Component("training", "", (ITERS, LOSS_TOL, RECORD_EVERY, STALL_PATIENCE))})
+
+CERTIFY = Option("certify", bool, False, "Attach the certificate of Theorem III.1 and draw its bounds.")
+LIPSCHITZ_FORM = Option("lipschitz_form", str, None, "Bound on Lip(J_g).", choices=LIPSCHITZ_FORMS,
+                        default_text="radius-free when only W trains, else radius-dependent")
+DIST = Option("dist", float, 0.0, "Assumed dist(x̄, Σ') in the recovery bound (8).", low=0)
+HESSIAN_ITERS = Option("hessian_iters", int, 10, "Power iterations for the Hessian estimate of L.", low=1, high=10**4)
+PAPER_CONSTANT = Option("paper_constant", float, 1.0, "The unknown constant of the paper's estimate (10) of L.",
+                        low=0, open_low=True)
+COROLLARY_CONSTANTS = Option("corollary_constants", tuple, (1.0, 1.0), "C,C' of Corollary III.2.", length=2,
+                             low=0, open_low=True)
+CERTIFICATE = Section("certificate", "the certificate of Theorem III.1", {"certificate": Component(
+    "certificate", "", (CERTIFY, LIPSCHITZ_FORM, DIST, HESSIAN_ITERS, PAPER_CONSTANT, COROLLARY_CONSTANTS))})
+
+#: the sections of a run, in the order they are built; their values make a RunConfig
+RUN_SECTIONS: tuple[Section, ...] = (PROBLEM, OPERATOR, NOISE, LOSS, NETWORK, METHOD, RUN, TRAINING, CERTIFICATE)
+
+# ------------------------------------------------------------------------ command-only options
+OUT = Option("out", str, "dipcert-out", "Output folder (see 'Output folders' in the README).")
+QUIET = Option("quiet", bool, False, "No progress bar.")
+OUTPUT = Section("output", "where solve writes", {"output": Component("output", "", (OUT, QUIET))})
+
+AS_JSON = Option("json", bool, False, "Print the certificate as JSON.")
+SAVE_INSTANCE = Option("save_instance", str, None, "Save A (when dense), y, x_true, u, z0, W0, V0 to an .npz file.",
+                       default_text="none")
+REPORT = Section("report", "what certify prints", {"report": Component("report", "", (AS_JSON, SAVE_INSTANCE))})
+
+SCALE = Option("scale", str, "quick", "quick: minutes, for CI; paper: the paper's grid and trial counts.",
+               choices=("quick", "paper"))
+REPRODUCE_OUT = Option("out", str, "reproduce-out", "Output folder.")
+FRESH = Option("fresh", bool, False, "Discard finished cells in OUT and start over.")
+WORKERS = Option("workers", int, 1, "Processes running groups of cells side by side (each gets cores/workers threads).",
+                 low=1, high=256)
+LIST = Option("list", bool, False, "List the experiments.")
+REPRODUCE = Section("reproduce", "how reproduce runs", {"reproduce": Component(
+    "reproduce", "", (SCALE, REPRODUCE_OUT, FRESH, WORKERS, LIST))})
+
+ALL_SECTIONS: tuple[Section, ...] = (*RUN_SECTIONS, OUTPUT, REPORT, REPRODUCE)
