@@ -23,13 +23,16 @@ CASES = {
     "blur 64², k=1e3, WV, gd": "--size 64 --width 1000 --iters 100",
     "blur 64², k=1e4, WV, gd": "--size 64 --width 10000 --iters 100",
     "blur 64², k=1e4, 4 runs, WV, gd": "--size 64 --width 10000 --iters 50 --runs 4",
+    "blur 128², k=1e4, WV, gd": "--size 128 --width 10000 --iters 20",
     "blur 64², k=1e4, W, gd": "--size 64 --width 10000 --iters 100 --train W",
     "blur 64², k=1e4, V, gd": "--size 64 --width 10000 --iters 100 --train V",
     "blur 64², k=1e4, WV, gd, float64": "--size 64 --width 10000 --iters 50 --dtype float64",
     "blur 64², k=1e4, WV, adam": "--size 64 --width 10000 --iters 50 --method adam",
     "blur 64², k=1e4, 2 runs, W, adam": "--size 64 --width 10000 --iters 50 --method adam --train W --runs 2",
+    "blur 64², k=1e4, V, adam": "--size 64 --width 10000 --iters 50 --method adam --train V",
     "blur 64², k=1e4, WV, heavy-ball": "--size 64 --width 10000 --iters 50 --method heavy-ball",
-    "blur 64², k=1e4, 4 runs, V, heavy-ball": "--size 64 --width 10000 --iters 50 --method heavy-ball --train V --runs 4",
+    "blur 64², k=1e4, 4 runs, V, heavy-ball":
+        "--size 64 --width 10000 --iters 50 --method heavy-ball --train V --runs 4",
     "blur 64², k=1e4, WV, inna": "--size 64 --width 10000 --iters 50 --method inna",
     "blur 64², k=1e4, WV, gradient-difference": "--size 64 --width 10000 --iters 50 --method gradient-difference",
     "blur 64², k=1e3, WV, gradient-flow": "--size 64 --width 1000 --iters 5 --method gradient-flow",
@@ -47,12 +50,17 @@ CASES = {
         "--signal gaussian --n 5 --m 2 --width 10000 --runs 100 --iters 300 --method adam",
     "gaussian n=5 m=2, k=1e4, 100 runs, gradient-flow":
         "--signal gaussian --n 5 --m 2 --width 10000 --runs 100 --iters 300 --method gradient-flow",
+    "gaussian n=5 m=2, k=1e4, 100 runs, gradient-flow DOP853":
+        "--signal gaussian --n 5 --m 2 --width 10000 --runs 100 --iters 300 --method gradient-flow --ode-solver DOP853",
     "gaussian n=5 m=2, k=1e4, 10 runs, inertial-flow":
         "--signal gaussian --n 5 --m 2 --width 10000 --runs 10 --iters 300 --method inertial-flow",
     "gaussian n=5 m=2, k=1e5, gd, certified step":
         "--signal gaussian --n 5 --m 2 --width 100000 --iters 300 --step certified --certify",
+    "blur 64², MLP 1000-1000, 4 runs, gd": "--size 64 --network mlp --widths 1000,1000 --runs 4 --iters 50",
+    "blur 64², MLP 1000-1000, 4 runs, adam":
+        "--size 64 --network mlp --widths 1000,1000 --runs 4 --iters 50 --method adam",
 }
-TINY = {"--size": "8", "--width": "16", "--iters": "3", "--runs": "1", "--n": "2", "--m": "1"}
+TINY = {"--size": "8", "--width": "16", "--widths": "16,16", "--iters": "3", "--runs": "1", "--n": "2", "--m": "1"}
 
 
 def options(args: list[str]) -> dict[str, str | bool]:
@@ -79,7 +87,10 @@ def estimate(args: list[str]) -> dict[str, int]:
         itemsize={"float32": 4, "float64": 8}[str(o.get("--dtype", "float64" if gaussian else "float32"))],
         operator="gaussian" if gaussian else str(o.get("--operator", "blur")),
         method=str(o.get("--method", "gd")), signal="gaussian" if gaussian else "image",
-        k=int(o.get("--width", 10_000)), d=int(o.get("--d", 32)), train=str(o.get("--train", "W" if gaussian else "WV")),
+        network=str(o.get("--network", "two-layer")),
+        widths=[int(w) for w in str(o.get("--widths", "")).split(",") if w],
+        k=int(o.get("--width", 10_000)), d=int(o.get("--d", 32)),
+        train=str(o.get("--train", "W" if gaussian else "WV")),
         ode_solver=str(o.get("--ode-solver", "RK45")), history_rows=history_rows(iters, max(1, iters // 2000)),
         certify=bool(o.get("--certify")) or o.get("--step") == "certified",
     )
@@ -108,7 +119,7 @@ def child(args: list[str]) -> None:
 
 
 def main(words: list[str]) -> None:
-    print(f"{'case':<52}{'estimate':>10}{'measured':>10}{'ratio':>7}  largest item")
+    print(f"{'case':<58}{'estimate':>10}{'measured':>10}{'ratio':>7}  largest item")
     for name, line in CASES.items():
         if words and not any(word in name for word in words):
             continue
@@ -117,12 +128,12 @@ def main(words: list[str]) -> None:
         done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
                               env=dict(os.environ, PYTHONWARNINGS="ignore"))
         if done.returncode != 0:
-            print(f"{name:<52} failed: {done.stderr.strip().splitlines()[-1]}")
+            print(f"{name:<58} failed: {done.stderr.strip().splitlines()[-1]}")
             continue
         measured = json.loads(done.stdout.strip().splitlines()[-1])["measured"]
         est = estimate(args)
         top = max((v, k) for k, v in est.items() if k != "total")[1]
-        print(f"{name:<52}{est['total'] / 1e9:>9.3f}G{measured / 1e9:>9.3f}G{est['total'] / measured:>7.2f}  {top}"
+        print(f"{name:<58}{est['total'] / 1e9:>9.3f}G{measured / 1e9:>9.3f}G{est['total'] / measured:>7.2f}  {top}"
               f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -104,6 +104,7 @@ def test_sublevel_v_max_is_the_supremum_of_v_on_the_sublevel_set(eps):
     assert min(reached) <= 4.0 and min(reached) == pytest.approx(4.0, rel=1e-9)
     # points of the level set along 2000 random rays from v* (L is convex: it grows along each ray)
     direction = _points(2000, -1.0, 1.0, 7)
+    direction[:, 0] = direction[:, 0].abs()  # (y = 0, ε = 0: L jumps to inf below v = 0, a level set's edge)
     lo, hi = torch.zeros(2000, 1, dtype=torch.float64), torch.full((2000, 1), 100.0, dtype=torch.float64)
     assert torch.all(loss.value(star + hi * direction, Y) > 4.0)
     for _ in range(60):
@@ -111,7 +112,7 @@ def test_sublevel_v_max_is_the_supremum_of_v_on_the_sublevel_set(eps):
         inside = (loss.value(star + mid * direction, Y) <= 4.0).unsqueeze(-1)
         lo, hi = torch.where(inside, mid, lo), torch.where(inside, hi, mid)
     edge = star + lo * direction
-    torch.testing.assert_close(loss.value(edge, Y), torch.full((2000,), 4.0, dtype=torch.float64), rtol=1e-9, atol=0)
+    torch.testing.assert_close(loss.value(edge, Y), torch.full((2000,), 4.0, dtype=torch.float64), rtol=1e-6, atol=0)
     assert edge.max().item() <= bound
 
 
@@ -120,14 +121,15 @@ def test_sublevel_v_max_is_the_supremum_of_v_on_the_sublevel_set(eps):
 
 def test_kl_trains_from_the_standard_initialization_only_with_the_continuation():
     """A g(u, θ_0) has entries of both signs: the exact KL is inf there; with ε = 5 (grey levels)
-    gradient descent at the auto step trains and improves on the observation's PSNR."""
+    gradient descent trains and improves on the observation's PSNR (at 3× the Gauss–Newton auto
+    step: near its minimizer the KL's curvature is 1/y, not 1, and the auto step is slow)."""
     image = load_image("builtin:camera", (16, 16))
     op = GaussianBlur((16, 16), 1.0, dtype=torch.float32)
     problem = image_problem(image, op, [0], PoissonNoise(100.0))
-    net = TwoLayerDIP(256, 2000, train="WV", dtype=torch.float32, seeds=[5])
+    net = TwoLayerDIP(256, 1000, train="WV", dtype=torch.float32, seeds=[5])
     y0 = op.forward_flat(net.function(net.initial_state()))
     assert bool((y0 < 0).any()) and torch.isinf(KLLoss().value(y0, problem.y)).all()
-    result = train(problem, net, GradientDescent(auto_step(problem, net)), loss=KLLoss(eps=5.0), max_iters=150)
+    result = train(problem, net, GradientDescent(3 * auto_step(problem, net)), loss=KLLoss(eps=5.0), max_iters=40)
     assert result.status == ["max_iterations"]
     assert result.final_loss[0] < 0.01 * result.history.loss[0, 0]
     observed = psnr(image, problem.y[0].double().numpy().reshape(16, 16))
@@ -246,12 +248,12 @@ def test_jacobian_difference_norm_is_a_lower_estimate_that_converges():
 
 
 def test_mlp_certificate_on_an_image_problem_uses_estimates_and_says_so():
-    """An image problem (n = 576): the Gram matrix never forms the n×p Jacobian; one hidden layer of
-    width 64 < n gives λ_min(J Jᵀ) = ‖g⁽¹⁾‖² exactly (the output layer's block is ‖g⁽¹⁾‖² I, the
-    other has rank 64)."""
-    image = load_image("builtin:camera", (24, 24))
-    problem = image_problem(image, GaussianBlur((24, 24), 1.0, dtype=torch.float32), [0], 2.0)
-    net = MLP(576, (64,), seeds=[3], dtype=torch.float32)
+    """An image problem (n = 256): the Gram matrix never forms the n×p Jacobian; one hidden layer of
+    width 32 < n gives λ_min(J Jᵀ) = ‖g⁽¹⁾‖² exactly (the output layer's block is ‖g⁽¹⁾‖² I, the
+    other has rank 32)."""
+    image = load_image("builtin:camera", (16, 16))
+    problem = image_problem(image, GaussianBlur((16, 16), 1.0, dtype=torch.float32), [0], 2.0)
+    net = MLP(256, (32,), seeds=[3], dtype=torch.float32)
     cert = certify(problem, net, step=1e-3, hessian_iters=3, lipschitz_pairs=3)
     hidden = net.activation(torch.einsum("bij,bj->bi", net.initial_state()["W1"].double(), net.u.double()))
     assert cert["sigma_min_J0"].value[0] == pytest.approx(hidden.norm().item(), rel=1e-10)
@@ -263,12 +265,14 @@ def test_mlp_certificate_on_an_image_problem_uses_estimates_and_says_so():
 
 
 def test_mlp_trains_with_the_generic_loop():
-    """Through Network.forward (autograd pullback). The Gauss–Newton auto step 1/‖A J‖² is too long
-    for this MLP on [0, 255] data (its Hessian's second-order term dominates): a quarter of it."""
+    """Through MLP.forward (backpropagation). The Gauss–Newton step 1/‖A J‖² is too long for this
+    MLP on [0, 255] data (its Hessian's second-order term dominates): a quarter of 1/λ_max(J Jᵀ)
+    (‖A‖ = 1)."""
     image = load_image("builtin:camera", (16, 16))
     problem = image_problem(image, GaussianBlur((16, 16), 1.0, dtype=torch.float32), [0, 1], 5.0)
     net = MLP(256, (32,), seeds=[0, 1], dtype=torch.float32)
-    result = train(problem, net, GradientDescent(auto_step(problem, net) / 4), max_iters=60)
+    step = 0.25 / torch.linalg.eigvalsh(jacobian_gram(net))[:, -1].max().item()
+    result = train(problem, net, GradientDescent(step), max_iters=40)
     assert result.status == ["max_iterations"] * 2
     assert np.all(result.history.loss[-1] < 0.05 * result.history.loss[0])
-    torch.testing.assert_close(result.x, net.function(result.params), rtol=0, atol=0)
+    torch.testing.assert_close(result.x, net.function(result.params), rtol=1e-5, atol=1e-3)  # float32, [0, 255]

@@ -133,13 +133,16 @@ def torch_full_inf(v):
 
 
 def test_a_stalled_loss_is_reported_not_max_iterations(tmp_path):
-    # V trained with a step far above 2/L: the loss jumps and stays up (issue 10: it used to end as max_iterations)
-    result = _invoke(["solve", "--size", "16", "--width", "300", "--iters", "400", "--quiet", "--train", "V",
-                      "--step", "3", "--stall-patience", "50", "--out", str(tmp_path / "out")])
+    # W trained with a step far above 2/L: the sigmoids saturate, the loss jumps and freezes (it used to
+    # end as max_iterations, exit 0)
+    result = _invoke(["solve", "--signal", "gaussian", "--n", "5", "--m", "2", "--width", "200", "--step", "100",
+                      "--iters", "1000", "--stall-patience", "50", "--quiet", "--out", str(tmp_path / "out")])
     assert result.exit_code == EXIT_DIVERGED, result.output
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["status"] == "diverged" and metrics["iterations"] < 400
-    assert "initial value" in result.output
+    assert metrics["status"] == "diverged" and metrics["iterations"] == 50
+    assert "above its initial value for 50 consecutive iterations" in result.output
+    history = np.genfromtxt(tmp_path / "out" / "history.csv", delimiter=",", names=True)
+    assert np.all(history["loss"][1:] > history["loss"][0])
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

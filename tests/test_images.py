@@ -94,6 +94,8 @@ def test_npz_array_must_be_2d(tmp_path):
     np.savez(path, image=np.zeros((8, 8, 3)))
     with pytest.raises(ImageError, match=r"2-D numeric array, got shape \(8, 8, 3\)"):
         load_image(str(path))
+    with pytest.raises(ImageError, match=r"non-empty 2-D numeric array, got shape \(0, 5\)"):
+        load_image(_npy(tmp_path, np.zeros((0, 5))))
 
 
 def test_rgb_and_rgba_to_gray(tmp_path):
@@ -132,7 +134,7 @@ def test_check_image_size():
     for size in [(6, 64), (64, 2), (1, 1)]:
         with pytest.raises(ImageError, match=f"too small: each side must be at least {MIN_IMAGE_SIDE} pixels"):
             check_image_size(size)
-    for size in [(7,), (7, 7, 7), ("a", 8), (7.5, 8), None]:
+    for size in [(7,), (7, 7, 7), ("a", 8), (7.5, 8), (float("inf"), 8), None]:
         with pytest.raises(ImageError, match="two integers"):
             check_image_size(size)
 

@@ -35,7 +35,9 @@ def test_a_run_draws_the_same_noise_in_any_batch():
         pair = image_problem(image, op, [3, 8], model)
         alone = image_problem(image, op, [8], model)
         again = image_problem(image, op, [8], model)
-        assert torch.equal(pair.y[1], alone.y[0]) and torch.equal(alone.y, again.y), model.name
+        assert torch.equal(alone.y, again.y), model.name
+        # (A x̄ itself may differ in the last bit between batch sizes: batched FFTs)
+        torch.testing.assert_close(pair.y[1], alone.y[0], rtol=1e-12, atol=1e-12, msg=model.name)
         assert not torch.equal(pair.y[0], pair.y[1]), model.name
         torch.testing.assert_close(pair.y, op.forward_flat(pair.x_true) + pair.noise, rtol=0, atol=1e-12)
 

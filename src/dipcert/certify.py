@@ -6,13 +6,18 @@ Every number carries a *kind*:
 - ``upper bound`` / ``lower bound``: a proven bound in the stated direction;
 - ``estimate``: neither (power iterations, sampled ratios, the paper's (10) with an unknown
   constant, Corollary III.2 with unknown constants C, C'); never used in the verdict;
-- ``assumption``: a value we cannot compute and take as given (dist(x̄, Σ') in (8));
+- ``assumption``: a value we cannot compute and take as given (dist(x̄, Σ') in (8); a KL ``v_max``
+  given as a number, to be checked on the run with :func:`check_domain`);
 - ``verdict``: condition (4) together with the step condition γ < 1/L, decided from exact values
   and bounds only.
 
 The condition is checked conservatively: σ_J is exact, R is the radius certified by an *upper*
 bound on Lip_{B(θ_0, R)}(J_g) (so the theorem's R is at least as large), R' uses an *upper* bound on
 L through ν1 (increasing in γL). References: the paper's (4)-(10), docs/theory.md §2-3.
+
+Losses enter through ψ, ℓ₂ (a Lipschitz constant of ∇L_y) and the minimizer v* of L_y: the certified
+L is ℓ₂ times the MSE bound with ‖y_0 − v*‖ (MSE: ℓ₂ = 1, v* = y); the KL loss with a continuation
+(ε > 0) has finite ℓ₂ and gets a verdict, the exact KL (ε = 0) only estimates.
 
 Networks without proven bounds (the MLP of Definition II.1) get Lip(J_g) and L as estimates: their
 ``condition_4`` is undecided, and ``condition_4_on_estimates`` says what the same test gives on
@@ -36,6 +41,7 @@ from torch import Tensor
 from .losses import DesingularizerUnavailable, KLLoss, Loss, MSELoss
 from .networks import MLP, Network, Params, TwoLayerDIP
 from .problems import Problem
+
 
 class NoCertificate(ValueError):
     """No certificate exists for this loss (no KL desingularizer (3), or an infinite L_y(y_0));

@@ -198,7 +198,7 @@ def _report_solve(outcome, paths) -> None:
             reason = f"the ODE solver failed ({result.config['failure']})"
             advice = "Try other --rtol/--atol or another --ode-solver."
         else:
-            why = sorted(set(result.config.get("divergence", {}).values()))
+            why = sorted({reason for reason in result.config.get("divergence", []) if reason})
             reason = "training diverged" + (f" (step {outcome.step:.3g})" if outcome.step is not None else "")
             reason += (": " + "; ".join(why)) if why else ""
             advice = "Try a smaller --step."
@@ -223,11 +223,11 @@ def certify(ctx: click.Context, config_file: str | None, **options) -> None:
         report = _settings(REPORT, given, COMMANDS["certify"])
         config = _run_config("certify", given, config_file)
         check_before_work(config)
-        if not config.loss.can("certificate"):
-            raise ValueError(f"no certificate for the {config.loss.name} loss: {build_loss(config).desingularizer_domain}")
         problem, _ = build_problem(config)
         network = build_network(config, problem)
-        _, _, certificate, _ = choose_method(config, problem, network, build_loss(config))
+        _, _, certificate, no_certificate = choose_method(config, problem, network, build_loss(config))
+        if certificate is None:
+            raise ValueError(no_certificate)
         if report["save_instance"]:
             from .instance import save_instance
 

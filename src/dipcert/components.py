@@ -103,12 +103,18 @@ NOISE_NAME, _noises = choice("noise", [
 NOISE = Section("noise", "the noise model", _noises, NOISE_NAME)
 
 # ------------------------------------------------------------------------------------- loss
+_NO_CERTIFIED_STEP = {"method.step": "auto"}  # no proven bound on L: certify checks the auto step
+KL_EPS = Option("kl_eps", float, 5.0, "KL terms continued by a quadratic below v = ε, so that training can start "
+                "where A g(u, θ0) < 0 (our choice; 0: the exact KL).", low=0, high=1e6, unit="data scale")
+KL_VMAX = Option("kl_vmax", float, "sublevel", "v_max of the KL desingularizer ψ(s) = 2√(v_max s): 'sublevel' (a "
+                 "proven bound on the sublevel set of L_y(y_0)) or a number (an assumption, checked at the "
+                 "returned iterate).", low=0, open_low=True, words=("sublevel",), unit="data scale")
 LOSS_NAME, _losses = choice("loss", [
-    Component("mse", "½‖v − y‖², certified (Theorem III.1)", (), frozenset({"certificate"})),
-    Component("kl", "Kullback-Leibler (Poisson); certified where its desingularizer holds", (),
-              frozenset({"certificate", "needs_nonnegative"})),
+    Component("mse", "½‖v − y‖², certified (Theorem III.1)"),
+    Component("kl", "Kullback-Leibler (Poisson); certified where its desingularizer holds", (KL_EPS, KL_VMAX),
+              frozenset({"needs_nonnegative"}), _NO_CERTIFIED_STEP),
     Component("logistic", "logistic loss on labels y = ±1; no certificate (its infimum is not attained)", (),
-              frozenset({"needs_labels"})),
+              frozenset({"needs_labels"}), _NO_CERTIFIED_STEP),
 ], "mse", "Data-fidelity loss L_y")
 LOSS = Section("loss", "the data-fidelity loss", _losses, LOSS_NAME)
 
@@ -123,7 +129,8 @@ WIDTHS = Option("widths", tuple, (256,), "Hidden widths N_1,…,N_{L-1} of the M
 NETWORK_NAME, _networks = choice("network", [
     Component("two-layer", "the two-layer DIP (9), trained through z = W u where exact",
               (WIDTH, D, TRAIN, ACTIVATION, V_LAW), frozenset({"certified_lipschitz", "reduction"})),
-    Component("mlp", "the deep network of Definition II.1 (no biases, all layers trained)", (WIDTHS, D, ACTIVATION)),
+    Component("mlp", "the deep network of Definition II.1 (no biases, all layers trained)", (WIDTHS, D, ACTIVATION),
+              frozenset(), _NO_CERTIFIED_STEP),
 ], "two-layer", "Generator g(u, θ)")
 NETWORK = Section("network", "the generator", _networks, NETWORK_NAME)
 

@@ -46,7 +46,7 @@ def check_image_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in size)
         ok = all(int(s) == s for s in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         raise ImageError(f"image size must be two integers (height, width), got {size!r}")
@@ -107,7 +107,8 @@ def load_image(spec: str, size: tuple[int, int] | None = (64, 64), notes: list[s
     else:
         path = Path(spec)
         if not path.is_file():
-            raise ImageError(f"image file not found: {spec} (give a readable image file, a .npy/.npz array or builtin:NAME)")
+            raise ImageError(f"image file not found: {spec} (give a readable image file, a .npy/.npz array "
+                             "or builtin:NAME)")
         raw = _read_file(path)
     if not np.all(np.isfinite(raw)):
         raise ImageError(f"image {spec} contains NaN or inf values")
@@ -130,8 +131,8 @@ def _read_array(path: Path) -> np.ndarray:
             raw = archive[names[0]]
     else:
         raw = np.load(path, allow_pickle=False)
-    if raw.ndim != 2 or raw.dtype.kind not in "uif":
-        raise ImageError(f"{path} must hold a 2-D numeric array, got shape {raw.shape} of {raw.dtype}")
+    if raw.ndim != 2 or raw.size == 0 or raw.dtype.kind not in "uif":
+        raise ImageError(f"{path} must hold a non-empty 2-D numeric array, got shape {raw.shape} of {raw.dtype}")
     return raw
 
 

@@ -470,6 +470,27 @@ class MLP(Network):
             h = self.activation(torch.einsum("bij,bj->bi", params[name], h))
         return torch.einsum("bij,bj->bi", params[names[-1]], h)
 
+    def forward(self, params: Params) -> tuple[Tensor, Pullback]:
+        """x = g(u, θ) and its pullback by backpropagation: with a_l = W⁽ˡ⁾g⁽ˡ⁻¹⁾, the gradient in
+        W⁽ˡ⁾ is δ_l g⁽ˡ⁻¹⁾ᵀ, δ_L = w and δ_l = φ'(a_l) ⊙ W⁽ˡ⁺¹⁾ᵀδ_{l+1} (row-vector products: several
+        times faster than autograd at n = 4096)."""
+        names = list(params)
+        acts, pre = [self.u], []  # g⁽⁰⁾, …, g⁽ᴸ⁻¹⁾ and a_1, …, a_{L−1}
+        for name in names[:-1]:
+            pre.append(_matvec(params[name], acts[-1]))
+            acts.append(self.activation(pre[-1]))
+        x = _matvec(params[names[-1]], acts[-1])
+
+        def pullback(w: Tensor) -> dict[str, Tensor | RankOne]:
+            grads, delta = {}, w
+            for l in range(len(names) - 1, -1, -1):
+                grads[names[l]] = delta.unsqueeze(-1) * acts[l].unsqueeze(-2)
+                if l > 0:
+                    delta = _rmatvec(params[names[l]], delta) * self.activation.derivative_at(pre[l - 1], acts[l])
+            return {name: grads[name] for name in names}
+
+        return x, pullback
+
     def describe(self) -> dict:
         return {
             "type": "mlp",

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .certify import Certificate, certify
+from .certify import Certificate, NoCertificate, certify, check_domain
 from .config import RunConfig
 from .images import check_image_size, load_image, psnr, save_png, ssim
 from .losses import KLLoss, Loss, LogisticLoss, MSELoss
@@ -72,7 +72,8 @@ def check_before_work(config: RunConfig) -> None:
         k=net.values.get("width", 1), d=net.d, train=net.values.get("train") or "W", widths=net.values.get("widths", ()),
         ode_solver=config.method.values.get("ode_solver", "RK45"),
         history_rows=history_rows(training.iters, training.record_every) if training else 0,
-        certify=cert.certify or config.method.values.get("step") == "certified", device=config.run.device)
+        certify=cert.certify or config.method.values.get("step") == "certified", device=config.run.device,
+        auto_damping="auto" in (config.method.values.get("alpha"), config.method.values.get("beta")))
     check_fits(breakdown, config.run.device)
 
 
@@ -115,7 +116,7 @@ def build_problem(config: RunConfig, notes: list[str] | None = None) -> tuple[Pr
 def build_loss(config: RunConfig) -> Loss:
     name = config.loss.name
     if name == "kl":
-        return KLLoss()
+        return KLLoss(v_max=config.loss.kl_vmax, eps=config.loss.kl_eps)
     if name == "logistic":
         return LogisticLoss()
     return MSELoss()
@@ -139,25 +140,23 @@ def choose_method(config: RunConfig, problem: Problem, network: Network, loss: L
     """The training method with its hyperparameters (and how each was chosen), and the certificate
     when ``config`` asks for one: Theorem III.1 for gd, its gradient-flow version for the flow, and
     for the other methods the quantities of the a-posteriori recovery bound. When the loss has no
-    certificate, the last item says why."""
-    method_name, cert = config.method.name, config.certificate
-    wants_certificate = cert.certify or config.method.values.get("step") == "certified"
-    certificate, step, no_certificate = None, None, None
+    certificate, the last item says why (a certified step then cannot be had: an error)."""
+    method, cert = config.method, config.certificate
     options = dict(loss=loss, lipschitz_form=cert.lipschitz_form, hessian_iters=cert.hessian_iters,
                    paper_constant=cert.paper_constant, corollary_constants=cert.corollary_constants, dist=cert.dist)
-    if wants_certificate and not config.loss.can("certificate"):
-        no_certificate = f"no certificate for the {config.loss.name} loss: {loss.desingularizer_domain}"
-        wants_certificate = False
-    if wants_certificate and method_name != "gd":
-        dynamics = "flow" if method_name == "gradient-flow" else "a-posteriori"
-        certificate = certify(problem, network, dynamics=dynamics, **options)
-    if method_name == "gd" and config.method.step == "certified":
+    certificate, step, no_certificate = None, None, None
+    if method.values.get("step") == "certified":
         certificate = certify(problem, network, **options)
         step = float(certificate["step"].value[0])
-    method, chosen = build_method(dict(config.method.values, method=method_name), problem, network, step)
-    if method_name == "gd" and wants_certificate and certificate is None:
-        certificate = certify(problem, network, step=chosen["step"]["value"], **options)
-    return method, chosen, certificate, no_certificate
+    built, chosen = build_method(dict(method.values, method=method.name), problem, network, step)
+    if cert.certify and certificate is None:
+        dynamics = "gd" if method.name == "gd" else "flow" if method.name == "gradient-flow" else "a-posteriori"
+        step_option = {"step": chosen["step"]["value"]} if dynamics == "gd" else {}
+        try:
+            certificate = certify(problem, network, dynamics=dynamics, **step_option, **options)
+        except NoCertificate as exc:
+            no_certificate = str(exc)
+    return built, chosen, certificate, no_certificate
 
 
 def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None] | None = None) -> SolveOutcome:
@@ -172,6 +171,9 @@ def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None
     result = train(problem, network, method, loss=loss, max_iters=training.iters, loss_tol=training.loss_tol,
                    record_every=training.record_every, stall_patience=training.stall_patience, callback=callback)
     step = chosen["step"]["value"] if "step" in chosen else None
+    if certificate is not None and isinstance(loss, KLLoss) and not isinstance(loss.v_max, str):
+        domain = check_domain(certificate, problem.operator.forward_flat(result.x))
+        notes.append(domain.text() + " (an assumed v_max, checked at the returned iterate only)")
     outcome = SolveOutcome(config, problem, network, loss, result, step, chosen, truth, certificate, no_certificate,
                            notes)
     outcome.metrics = compute_metrics(outcome)
@@ -310,6 +312,9 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
     width = f"k={c.network.width}, train {c.network.train}" if c.network.name == "two-layer" else \
         f"MLP widths {','.join(map(str, c.network.widths))}"
     step = f", step {outcome.step:.3g}" if outcome.step is not None else ""
-    title = f"{c.problem.name} / {c.operator.name}, {c.loss.name} loss, {width}, {c.method.name}{step}: {m['status']}"
+    status = m["status"]
+    reason = outcome.result.config.get("divergence", [None])[0]
+    status += f" ({reason})" if status == "diverged" and reason else ""
+    title = f"{c.problem.name} / {c.operator.name}, {c.loss.name} loss, {width}, {c.method.name}{step}: {status}"
     summary_figure(paths["summary"], curves, images, title=title)
     return paths
