@@ -69,7 +69,8 @@ class _Value(click.ParamType):
 
     def __init__(self, option: Option) -> None:
         self.option = option
-        self.name = "|".join(option.choices) if option.choices else option.kind.__name__.upper().replace("TUPLE", "LIST")
+        kind = option.name if option.parser else option.kind.__name__.replace("tuple", "list")
+        self.name = "|".join(option.choices) if option.choices else kind.upper()
 
     def get_metavar(self, param, ctx=None) -> str:  # noqa: ARG002 (click's signature)
         return f"[{self.name}]" if self.option.choices else self.name

@@ -112,7 +112,7 @@ KL_VMAX = Option("kl_vmax", float, "sublevel", "v_max of the KL desingularizer �
 LOSS_NAME, _losses = choice("loss", [
     Component("mse", "½‖v − y‖², certified (Theorem III.1)"),
     Component("kl", "Kullback-Leibler (Poisson); certified where its desingularizer holds", (KL_EPS, KL_VMAX),
-              frozenset({"needs_nonnegative"}), _NO_CERTIFIED_STEP),
+              frozenset({"needs_nonnegative"})),
     Component("logistic", "logistic loss on labels y = ±1; no certificate (its infimum is not attained)", (),
               frozenset({"needs_labels"}), _NO_CERTIFIED_STEP),
 ], "mse", "Data-fidelity loss L_y")

@@ -185,8 +185,10 @@ def check_combination(config: RunConfig) -> None:
             raise ConfigError(f"--step certified exists for gd only (1/(2L)); --method {method.name} has no "
                               "certified step")
     if "network" in s and "method" in s and config.method.values.get("step") == "certified":
-        if not config.network.can("certified_lipschitz") or config.loss.name != "mse":
-            raise ConfigError("--step certified needs a proven bound on L: --network two-layer with --loss mse")
+        kl_exact = config.loss.name == "kl" and config.loss.kl_eps == 0
+        if not config.network.can("certified_lipschitz") or config.loss.name == "logistic" or kl_exact:
+            raise ConfigError("--step certified needs a proven bound on L: --network two-layer with --loss mse, "
+                              "or --loss kl with --kl-eps > 0")
     if "certificate" in s and "loss" in s and "network" in s:
         form = config.certificate.lipschitz_form
         if form is not None and not config.network.can("certified_lipschitz"):
