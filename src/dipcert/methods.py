@@ -30,6 +30,7 @@ from .networks import Network
 from .optim import (
     Adam, GradientDescent, GradientDifference, GradientFlow, HeavyBall, INNA, InertialFlow, Method, Nesterov,
 )
+from .optim.flows import SOLVERS
 from .optim.inertial import c1_stable_step, c2_stable_step
 from .problems import Problem
 from .registry import Component, Option, Section, choice
@@ -126,7 +127,7 @@ ALPHA = Option("alpha", float, "auto", "Viscous damping α; auto = 2√μ, μ = 
 BETA = Option("beta", float, None, "Hessian damping β; auto = 1/√L, L = λ_max(A J Jᵀ Aᵀ).", low=0, words=("auto",),
               default_text="0, except inna (needs β > 0): auto")
 ADAPTIVE_STEP = Option("adaptive_step", bool, False, "Adaptive step (our rule, not the paper's).")
-ODE_SOLVER = Option("ode_solver", str, "RK45", "SciPy solver.", choices=("RK45", "RK23", "DOP853"))
+ODE_SOLVER = Option("ode_solver", str, "RK45", "SciPy solver.", choices=tuple(SOLVERS))
 RTOL = Option("rtol", float, 1e-8, "ODE relative tolerance (the loss cannot go far below (rtol ||θ|| ||A J||)²/2).",
               low=0, open_low=True, high=1, open_high=True)
 ATOL = Option("atol", float, 1e-12, "ODE absolute tolerance.", low=0, open_low=True, high=1)

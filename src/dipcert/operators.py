@@ -701,6 +701,11 @@ class Inpainting(LinearOperator):
         self._index = self.mask.flatten().nonzero().squeeze(1)
         self._params = {"kept": kept, "keep_fraction": kept / mask.numel()}
 
+    @staticmethod
+    def kept_count(n: int, keep_fraction: float) -> int:
+        """Pixels a random mask keeps out of ``n``: max(1, round(keep_fraction · n))."""
+        return max(1, round(keep_fraction * n))
+
     @classmethod
     def random(
         cls,
@@ -717,7 +722,7 @@ class Inpainting(LinearOperator):
         if not real or not 0 < keep_fraction <= 1:
             raise OperatorError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
         n = math.prod(shape)
-        kept = torch.randperm(n, generator=_generator(generator, seed))[: max(1, round(keep_fraction * n))]
+        kept = torch.randperm(n, generator=_generator(generator, seed))[: cls.kept_count(n, keep_fraction)]
         mask = torch.zeros(n, dtype=torch.bool)
         mask[kept] = True
         op = cls(mask.reshape(shape), dtype=dtype, device=device)

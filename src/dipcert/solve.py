@@ -57,7 +57,7 @@ def measurements(config: RunConfig) -> int:
     n, op = config.signal_size, config.operator
     if op.name == "gaussian":
         return op.m
-    return max(1, round(op.keep_fraction * n)) if op.name == "inpainting" else n
+    return Inpainting.kept_count(n, op.keep_fraction) if op.name == "inpainting" else n
 
 
 def check_before_work(config: RunConfig) -> None:
