@@ -69,11 +69,12 @@ def summary_figure(
     curves: Mapping[str, np.ndarray],
     images: Mapping[str, np.ndarray] | None = None,
     title: str = "",
+    bound_label: str = "bound",
 ) -> None:
     """Images in a top row (truth, observation, reconstruction…), loss and error curves below.
 
     ``curves`` holds ``iteration`` and any of ``loss``, ``error``, ``param_dist``; keys ending in
-    ``_bound`` are drawn dashed on the panel of the curve they bound. Short histories (a run that
+    ``_bound`` are drawn dashed on the panel of the curve they bound, labelled ``bound_label``. Short histories (a run that
     stopped at τ = 0) are drawn with markers, on a linear iteration axis below 10 iterations. NaN
     and inf values are left out and named in the panel's title; the value axis is logarithmic only
     when the finite values are positive. Non-finite pixels are shown in red.
@@ -108,7 +109,7 @@ def summary_figure(
     for ax, name in zip(row, panels):
         series = {"measured": np.asarray(curves[name], dtype=np.float64)}
         if f"{name}_bound" in curves:
-            series["bound"] = np.asarray(curves[f"{name}_bound"], dtype=np.float64)
+            series[bound_label] = np.asarray(curves[f"{name}_bound"], dtype=np.float64)
         note = _not_drawn(it, series["measured"])
         ax.set_title(labels[name] + (f"\n{note}" if note else ""), fontsize=9)
         if not any(np.isfinite(values).any() for values in series.values()):

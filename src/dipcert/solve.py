@@ -316,5 +316,8 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
     reason = outcome.result.config.get("divergence", [None])[0]
     status += f" ({reason})" if status == "diverged" and reason else ""
     title = f"{c.problem.name} / {c.operator.name}, {c.loss.name} loss, {width}, {c.method.name}{step}: {status}"
-    summary_figure(paths["summary"], curves, images, title=title)
+    certificate = outcome.certificate
+    proven = certificate is None or certificate.dynamics == "a-posteriori" or bool(certificate.holds[0])
+    summary_figure(paths["summary"], curves, images, title=title,
+                   bound_label="bound" if proven else "bound (not guaranteed: (4) fails)")
     return paths
