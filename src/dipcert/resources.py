@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .components import NETWORK, OPERATOR, PROBLEM
+from .methods import ALPHA, METHOD
 from .networks import FUSED_FROM_BYTES, FUSED_FROM_N, TRAINABLE
 
 GB = 1e9
@@ -74,21 +75,18 @@ class MethodCost:
     state: int = 0  # kept from step to step (velocity, Adam's two moments, ψ)
     temporaries: int = 0  # alive at once inside a step, in copies of the largest trained tensor
     densifies: bool = False  # forms the rank-one V-gradient as a dense matrix
-    full_w: bool = False  # trains W (k×d) itself: no z = W u reduction, gradients by autograd
-    fused: bool = False  # may step through the fused kernel on the CPU, which keeps Vᵀ
     ode_systems: int = 0  # SciPy integrates this many copies of θ (θ, or θ and ψ) in float64
-    damping_gram: bool = False  # the automatic damping forms the Gram matrices of A J_g(θ₀)
 
 
 METHODS = {
-    "gd": MethodCost(fused=True),
+    "gd": MethodCost(),
     "heavy-ball": MethodCost(state=1),
     "nesterov": MethodCost(state=1),
-    "adam": MethodCost(state=2, temporaries=2, densifies=True, full_w=True),
-    "gradient-difference": MethodCost(state=1, damping_gram=True),
-    "inna": MethodCost(state=1, temporaries=3, damping_gram=True),
+    "adam": MethodCost(state=2, temporaries=2, densifies=True),
+    "gradient-difference": MethodCost(state=1),
+    "inna": MethodCost(state=1, temporaries=3),
     "gradient-flow": MethodCost(ode_systems=1),
-    "inertial-flow": MethodCost(ode_systems=2, damping_gram=True),
+    "inertial-flow": MethodCost(ode_systems=2),
 }
 
 _SIZES = ("--width", "--size", "--runs")
@@ -187,6 +185,10 @@ def estimate_run_bytes(
     _choice("network", network, NETWORKS)
     _choice("ODE solver", ode_solver, tuple(ODE_STAGES))
     cost = METHODS[_choice("method", method, tuple(METHODS))]
+    entry = METHOD.components[method]  # what the registry says the method does
+    full_w = not entry.can("reduction")  # trains W (k×d) itself, gradients by autograd
+    fused = entry.can("descent")  # may step through the fused kernel on the CPU, which keeps Vᵀ
+    damping_gram = ALPHA in entry.options  # automatic damping forms the Gram matrices of A J_g(θ₀)
     B, s = batch, itemsize
     held: dict[str, int] = {}  # held together while training
     setup: dict[str, tuple[int, int]] = {}  # phase → (what it allocates, what is held by then)
@@ -208,7 +210,7 @@ def estimate_run_bytes(
         E = B * n * k
         held["V0"] = fixed = E * s + B * k * s  # V₀ and z₀ = W₀u
         trains_w, trains_v = "W" in train, "V" in train
-        autograd = cost.full_w and trains_w
+        autograd = full_w and trains_w
         w_entries = (B * k * d if autograd else B * k) if trains_w else 0
         trained = w_entries + (E if trains_v else 0)
         largest, hidden = max(w_entries, E if trains_v else 0), B * k
@@ -219,7 +221,7 @@ def estimate_run_bytes(
             held["W0"] = B * k * d * s
             fixed += held["W0"]
             setup["setup: W0 drawn in float64"] = (B * k * d * 8 * (1 + (s != 8)) + 4 * k * d * 8, op_held + fixed)
-        if cost.fused and device == "cpu" and (n >= FUSED_FROM_N or E * s >= FUSED_FROM_BYTES):
+        if fused and device == "cpu" and (n >= FUSED_FROM_N or E * s >= FUSED_FROM_BYTES):
             held["V0 transposed (fused kernel)"] = E * s
     before_training = op_held + fixed  # what the certificate and the damping rule find allocated
 
@@ -236,7 +238,7 @@ def estimate_run_bytes(
     if certify:  # Gram matrix and the eigensolver's copy; or V₀ in float64 blocks; or Hessian products
         gram = 2 * B * n * n * 8 + 2 * min(fixed // s, CERTIFY_BLOCK) * 8
         setup["setup: certificate"] = (max(gram, 6 * trained * s, B * m * m * 8), before_training)
-    if cost.damping_gram and auto_damping:  # J Jᵀ, A J Jᵀ, A J Jᵀ Aᵀ, the operator's work, the eigensolver
+    if damping_gram and auto_damping:  # J Jᵀ, A J Jᵀ, A J Jᵀ Aᵀ, the operator's work, the eigensolver
         side = max(n, m)
         setup["setup: automatic damping (Gram matrices)"] = (op_float64 + 6 * B * side * side * 8, before_training)
 
