@@ -32,13 +32,7 @@ STALL = "loss above its initial value for {} consecutive iterations"
 METHODS = ("gd", "heavy-ball", "nesterov", "adam", "gradient-difference", "inna", "gradient-flow", "inertial-flow")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: a second thread only waits for the other core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: a second thread only waits
 
 
 def _setup(seeds: list[int], k: int = 100, train_layers: str = "W", **kwargs) -> tuple[Problem, TwoLayerDIP]:

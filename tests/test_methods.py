@@ -32,13 +32,7 @@ from dipcert.optim.inertial import c1_stable_step, c2_stable_step
 from dipcert.problems import Problem, gaussian_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These problems are tiny: with a busy second core, each 2-thread kernel waits ~8 ms for it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: a second thread only waits
 
 
 # ---------------------------------------------------------------------------------------------

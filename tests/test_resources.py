@@ -33,10 +33,11 @@ def test_small_run_by_hand():
     assert b["gradients and activations"] == 8 * (2 * 100 + 2 * (16 + 16)) * 4
     assert b["stopped runs"] == b["trained parameters"] + b["V0"] // 2
     assert b["history"] == 10 * (2 * 400 + 1000)
+    assert b["stopping rule"] == 1 * 2 * 16 * 4  # the chosen iterate of each run
     assert "method state" not in b and "V0 transposed (fused kernel)" not in b  # gd; n < 64, V0 small
     assert b["setup: V0 drawn in float64"] == E * 16  # the float64 draws and their stack
     assert b["allowance"] == ALLOWANCE
-    training = 256 + 13_600 + 13_600 + 8_448 + 20_400 + 18_000
+    training = 256 + 13_600 + 13_600 + 8_448 + 20_400 + 18_000 + 128
     assert _training(b) == training
     assert b["total"] == training + ALLOWANCE  # training outweighs the draw of V0 (65 056 bytes)
 

@@ -349,6 +349,15 @@ def smoothness_bound_on_sublevel_set(problem: Problem, net: TwoLayerDIP, residua
 # ---------------------------------------------------------------- the certificate
 
 
+def _stopping_time(loss: Loss, loss0: np.ndarray, rate: np.ndarray, noise_norm: np.ndarray) -> np.ndarray:
+    """The first τ with ψ(Ψ⁻¹(ξ_τ)) ≤ ‖ε‖ (docs/theory.md §3.2), ξ_τ = rate·τ + Ψ(L_y(y_0)):
+    beyond it Theorem III.1 gives ‖y_τ − ȳ‖ ≤ 2‖ε‖ (a time t for the gradient flow)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        psi0 = loss.psi(torch.as_tensor(loss0)).numpy()
+        target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
+        return np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
+
+
 @dataclass
 class Certificate:
     """Theorem III.1 quantities for every run of a batch, with bound curves (6), (7), (8)."""
@@ -380,6 +389,12 @@ class Certificate:
         rate = q["sigma_A"].value ** 2 * q["sigma_min_J0"].value ** 2 / (4 * q["nu2"].value)
         psi0 = self.loss.Psi(torch.as_tensor(q["loss0"].value))
         return torch.as_tensor(np.asarray(tau, dtype=np.float64)[:, None] * rate) + psi0
+
+    def stopping_time(self, noise_norm: np.ndarray) -> np.ndarray:
+        """τ_ε for a noise norm ‖ε‖ per run (e.g. an estimate σ̂√m): see :func:`_stopping_time`."""
+        q = self.quantities
+        rate = q["sigma_A"].value ** 2 * q["sigma_min_J0"].value ** 2 / (4 * q["nu2"].value)
+        return _stopping_time(self.loss, q["loss0"].value, rate, np.asarray(noise_norm, dtype=np.float64))
 
     def loss_bound(self, tau: np.ndarray) -> np.ndarray:
         """(6): L_y(y_τ) ≤ Ψ⁻¹(ξ_τ), shape (T, batch)."""
@@ -734,11 +749,7 @@ def certify_forms(
         q["dist"] = _q(np.full(batch, float(dist)), "assumption",
                        "dist(x_true, Sigma') in (8), assumed (not computable); unneeded when A is injective")
 
-        # Early stopping: the first τ with ψ(Ψ⁻¹(ξ_τ)) ≤ ‖ε‖ (docs/theory.md §3.2).
-        rate = sigma_A**2 * sigma_J**2 / (4 * nu2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            target = loss.Psi(loss.psi_inv(torch.as_tensor(noise_norm))).numpy()
-            tau_eps = np.where(psi0 <= noise_norm, 0.0, np.ceil((target - loss.Psi(torch.as_tensor(loss0)).numpy()) / rate))
+        tau_eps = _stopping_time(loss, loss0, sigma_A**2 * sigma_J**2 / (4 * nu2), noise_norm)
         q["tau_eps"] = _q(tau_eps, "upper bound" if certified_L else "estimate",
                           ("time t" if flow else "iterations") + " after which ||y_tau - y_clean|| <= 2 ||eps|| "
                           "+ argmin_offset (valid when (4) holds)")

@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from .components import OUTPUT, REPORT, REPRODUCE, RUN_SECTIONS
 from .registry import Option, Section
+from .stopping import STOPPING
 
 EXIT_DIVERGED = 3
 CONFIG_HELP = "Options from a TOML file or a metrics.json of an earlier run; options given here override it."
@@ -51,7 +52,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "solve": Command((*RUN_SECTIONS, OUTPUT)),
-    "certify": Command((*RUN_SECTIONS, REPORT), exclude=frozenset({"training.iters", "training.loss_tol",
+    "certify": Command((*(s for s in RUN_SECTIONS if s is not STOPPING), REPORT), exclude=frozenset({"training.iters", "training.loss_tol",
                                                                     "training.record_every",
                                                                     "training.stall_patience",
                                                                     "certificate.certify"}),
@@ -188,6 +189,13 @@ def _report_solve(outcome, paths) -> None:
     elif m.get("relative_error") is not None:
         line += f"; relative error {m['relative_error']:.3g}"
     click.echo(line)
+    stop = m["stop"]
+    returned = f"returned iterate: tau = {stop['tau']} by the {stop['rule']} rule: {stop['reason']}"
+    oracle = stop.get("oracle", {})
+    if "psnr" in oracle and stop["rule"] != "none":
+        returned += (f" (oracle over the {m['iterations'] + 1} iterates computed: tau = {oracle['tau']}, "
+                     f"{oracle['psnr']:.2f} dB; last iterate {m['psnr_last']:.2f} dB)")
+    click.echo(returned)
     if outcome.certificate is not None:
         click.echo(outcome.certificate.verdict_text(0))
     if outcome.no_certificate is not None:

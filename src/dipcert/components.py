@@ -23,6 +23,7 @@ from .methods import METHOD
 from .networks import TRAINABLE, V_LAWS
 from .operators import BOUNDARIES
 from .registry import Component, Option, Section, choice
+from .stopping import STOPPING
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MAX_SIDE = 8192  # pixels per image side
@@ -168,7 +169,8 @@ CERTIFICATE = Section("certificate", "the certificate of Theorem III.1", {"certi
     "certificate", "", (CERTIFY, LIPSCHITZ_FORM, DIST, HESSIAN_ITERS, PAPER_CONSTANT, COROLLARY_CONSTANTS))})
 
 #: the sections of a run, in the order they are built; their values make a RunConfig
-RUN_SECTIONS: tuple[Section, ...] = (PROBLEM, OPERATOR, NOISE, LOSS, NETWORK, METHOD, RUN, TRAINING, CERTIFICATE)
+RUN_SECTIONS: tuple[Section, ...] = (PROBLEM, OPERATOR, NOISE, LOSS, NETWORK, METHOD, RUN, TRAINING, STOPPING,
+                                     CERTIFICATE)
 
 # ------------------------------------------------------------------------ command-only options
 OUT = Option("out", str, "dipcert-out", "Output folder (see 'Output folders' in the README).")

@@ -189,6 +189,10 @@ def check_combination(config: RunConfig) -> None:
         if not config.network.can("certified_lipschitz") or config.loss.name == "logistic" or kl_exact:
             raise ConfigError("--step certified needs a proven bound on L: --network two-layer with --loss mse, "
                               "or --loss kl with --kl-eps > 0")
+    if "stopping" in s and "method" in s and config.stopping.name == "certified" and not config.method.can("certifiable"):
+        methods = [c.name for c in config.method.section.components.values() if c.can("certifiable")]
+        raise ConfigError(f"--stop certified needs an a-priori certificate (Theorem III.1), which only --method "
+                          f"{' or '.join(methods)} has; got --method {config.method.name}")
     if "certificate" in s and "loss" in s and "network" in s:
         form = config.certificate.lipschitz_form
         if form is not None and not config.network.can("certified_lipschitz"):

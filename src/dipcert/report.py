@@ -70,8 +70,12 @@ def summary_figure(
     images: Mapping[str, np.ndarray] | None = None,
     title: str = "",
     bound_label: str = "bound",
+    marks: Mapping[str, int] | None = None,
 ) -> None:
     """Images in a top row (truth, observation, reconstruction…), loss and error curves below.
+
+    ``marks`` (label → iteration τ) are drawn as vertical lines on every curve, e.g. where the
+    stopping rule stopped and which iterate it returned.
 
     ``curves`` holds ``iteration`` and any of ``loss``, ``error``, ``param_dist``; keys ending in
     ``_bound`` are drawn dashed on the panel of the curve they bound, labelled ``bound_label``. Short histories (a run that
@@ -119,8 +123,10 @@ def summary_figure(
             continue
         for (kind, values), style in zip(series.items(), ("-", "--")):
             ax.plot(it + 1, values, style, marker=marker, markersize=3, label=kind)
-        if len(series) > 1:
-            ax.legend(fontsize=8)
+        for (label, tau), color in zip((marks or {}).items(), ("tab:red", "tab:green", "tab:purple")):
+            ax.axvline(tau + 1, color=color, linestyle=":", linewidth=1.5, label=label)
+        if len(series) > 1 or marks:
+            ax.legend(fontsize=7)
         if it[-1] + 1 >= 10:
             ax.set_xscale("log")
         else:  # a short history: a log axis would show decades that hold no iteration

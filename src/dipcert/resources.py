@@ -142,6 +142,15 @@ def _operator_bytes(operator: str, n: int, m: int, copies: int, s: int) -> tuple
     return 16 * n, 16 * n, 0  # blur's transfer function or 1-D matrices; inpainting's mask and index
 
 
+def stop_vector_count(rule: str, window: int = 0, average: bool = False) -> int:
+    """Signals per run that a stopping rule holds: the chosen iterate (none for ``none``), the ES-WMV
+    window for ``variance`` (``auto`` may resolve to it), and x̃, A x̃ when averaging."""
+    count = 0 if rule == "none" else 1
+    if rule in ("variance", "auto"):
+        count += window
+    return count + (2 if average else 0)
+
+
 def estimate_run_bytes(
     *,
     n: int,
@@ -161,6 +170,7 @@ def estimate_run_bytes(
     certify: bool = False,
     auto_damping: bool = True,
     device: str = "cpu",
+    stop_vectors: int = 1,
 ) -> dict[str, int]:
     """Bytes a run needs, by item (see the module docstring), with the peak as ``"total"``.
 
@@ -173,6 +183,8 @@ def estimate_run_bytes(
     method chooses α or β itself ("auto", from Gram matrices); ``device``: the fused kernel of
     gradient descent (and its copy of V₀) exists on the CPU only. On CUDA the total is an upper
     bound of the device's share: it also counts what stays on the host (the float64 draws, SciPy).
+    ``stop_vectors``: signals of size n (or m) the stopping rule keeps per run (the chosen iterate,
+    the averages, the variance window; :func:`stop_vector_count`).
     """
     for name, value in (("n", n), ("m", m), ("batch", batch), ("k", k), ("d", d)):
         _positive(name, value)
@@ -233,6 +245,7 @@ def estimate_run_bytes(
         held["ODE solver (float64)"] = (ODE_STAGES[ode_solver] + 10) * cost.ode_systems * trained * 8 + 2 * largest * s
     if B > 1:  # when runs stop apart: their final state, and the running runs' network copied out
         held["stopped runs"] = trained * s + fixed // 2
+    held["stopping rule"] = stop_vectors * B * max(n, m) * s
     held["history"] = history_rows * (B * 400 + 1000)  # recorded rows, then the CSV's Python floats
 
     if certify:  # Gram matrix and the eigensolver's copy; or V₀ in float64 blocks; or Hessian products

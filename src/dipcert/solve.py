@@ -19,17 +19,19 @@ import numpy as np
 import torch
 
 from .certify import Certificate, NoCertificate, certify, check_domain
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .images import check_image_size, load_image, psnr, save_png, ssim
 from .losses import KLLoss, Loss, LogisticLoss, MSELoss
 from .methods import build_method
 from .networks import MLP, Network, TwoLayerDIP
+from .noise_level import NoiseLevel, estimate_noise_level, given_noise_level
 from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Spectral
 from .optim import Method, TrainResult, train
 from .problems import GaussianNoise, OneBitNoise, PoissonNoise, Problem, gaussian_problem, image_problem
 from .report import summary_figure, versions, write_csv, write_json
-from .resources import check_fits, estimate_run_bytes, history_rows
+from .resources import check_fits, estimate_run_bytes, history_rows, stop_vector_count
 from .seeding import derive_seed
+from .stopping import STOPPING, Certified, Discrepancy, NoStop, Oracle, Patience, StopRule, Variance
 
 #: the files ``solve`` writes; a reused output folder loses these (and only these) first
 OUTPUT_FILES = ("metrics.json", "config.toml", "history.csv", "summary.png", "observation.png", "reconstruction.png")
@@ -47,6 +49,8 @@ class SolveOutcome:
     truth_image: np.ndarray | None = None
     certificate: Certificate | None = None
     no_certificate: str | None = None  # why there is none, when one was asked for and none exists
+    stop_rule: str = "none"  # the rule applied (what ``auto`` resolved to)
+    noise_level: NoiseLevel | None = None  # σ as the stopping rule had it
     notes: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
 
@@ -66,6 +70,7 @@ def check_before_work(config: RunConfig) -> None:
     if config.problem.name == "image":
         check_image_size(config.problem.size)
     net, training, cert = config.network, config.sections.get("training"), config.certificate
+    stop = config.sections.get("stopping")
     breakdown = estimate_run_bytes(
         n=config.signal_size, m=measurements(config), batch=config.run.runs, itemsize=config.torch_dtype.itemsize,
         operator=config.operator.name, method=config.method.name, signal=config.problem.name, network=net.name,
@@ -73,7 +78,8 @@ def check_before_work(config: RunConfig) -> None:
         ode_solver=config.method.values.get("ode_solver", "RK45"),
         history_rows=history_rows(training.iters, training.record_every) if training else 0,
         certify=cert.certify or config.method.values.get("step") == "certified", device=config.run.device,
-        auto_damping="auto" in (config.method.values.get("alpha"), config.method.values.get("beta")))
+        auto_damping="auto" in (config.method.values.get("alpha"), config.method.values.get("beta")),
+        stop_vectors=stop_vector_count(stop.name, stop.values.get("window", 0), stop.average > 0) if stop else 0)
     check_fits(breakdown, config.run.device)
 
 
@@ -142,6 +148,7 @@ def choose_method(config: RunConfig, problem: Problem, network: Network, loss: L
     for the other methods the quantities of the a-posteriori recovery bound. When the loss has no
     certificate, the last item says why (a certified step then cannot be had: an error)."""
     method, cert = config.method, config.certificate
+    stop_certified = "stopping" in config.sections and config.stopping.name == "certified"
     options = dict(loss=loss, lipschitz_form=cert.lipschitz_form, hessian_iters=cert.hessian_iters,
                    paper_constant=cert.paper_constant, corollary_constants=cert.corollary_constants, dist=cert.dist)
     certificate, step, no_certificate = None, None, None
@@ -149,7 +156,7 @@ def choose_method(config: RunConfig, problem: Problem, network: Network, loss: L
         certificate = certify(problem, network, **options)
         step = float(certificate["step"].value[0])
     built, chosen = build_method(dict(method.values, method=method.name), problem, network, step)
-    if cert.certify and certificate is None:
+    if (cert.certify or stop_certified) and certificate is None:
         dynamics = "gd" if method.name == "gd" else "flow" if method.name == "gradient-flow" else "a-posteriori"
         step_option = {"step": chosen["step"]["value"]} if dynamics == "gd" else {}
         try:
@@ -157,6 +164,81 @@ def choose_method(config: RunConfig, problem: Problem, network: Network, loss: L
         except NoCertificate as exc:
             no_certificate = str(exc)
     return built, chosen, certificate, no_certificate
+
+
+def noise_level(config: RunConfig, problem: Problem) -> NoiseLevel | None:
+    """σ for the stopping rule: given, estimated from y (:mod:`dipcert.noise_level`), or None when
+    the rule takes none."""
+    given = config.stopping.values.get("noise_level")
+    if given is None:
+        return None
+    return estimate_noise_level(problem) if given == "auto" else given_noise_level(given, problem.m)
+
+
+#: ``--stop auto`` trains to convergence (the patience rule) when A is injective with a condition number at most this
+WELL_CONDITIONED = 10.0
+
+
+def condition_number(problem: Problem) -> float:
+    """κ(A) = ‖A‖/σ_min(A) when A is injective (the worst over a batch of operators), else inf."""
+    op = problem.operator
+    if not op.injective():
+        return float("inf")
+    return float((op.norm() / op.sigma_min()).max())
+
+
+def choose_stop(config: RunConfig, problem: Problem, certificate: Certificate | None, no_certificate: str | None,
+                notes: list[str]) -> tuple[StopRule, str, NoiseLevel | None]:
+    """The stopping rule of ``config`` (``auto`` resolved, the choice appended to ``notes``), its
+    name and the noise level it uses; a rule that cannot apply is refused with the reason."""
+    stop = config.stopping
+    level = noise_level(config, problem)
+    name = stop.name
+    if name == "auto":
+        noise, kappa = config.noise, condition_number(problem)
+        if noise.name == "gaussian" and noise.noise_std == 0:
+            name, why = "none", "the data are noiseless"
+        elif kappa <= WELL_CONDITIONED:
+            name, why = "patience", (f"A is injective and well-conditioned (condition number {kappa:.3g} <= "
+                                     f"{WELL_CONDITIONED:g}): the fit of y has error ||A^-1 eps|| <= "
+                                     f"{kappa:.3g} ||eps||/||A||, and stopping earlier measured worse (docs/stopping.md)")
+        elif level is not None and level.known:
+            name, why = "discrepancy", f"noise level {level.source} ({level.method})"
+        else:
+            name, why = "variance", f"no noise level: {level.method}"
+        notes.append(f"--stop auto chose {name}: {why}")
+    if STOPPING.components[name].can("noise_level") and (level is None or not level.known):
+        raise ConfigError(f"--stop {name} needs a noise level and none can be estimated here "
+                          f"({level.method if level else 'none'}): give --noise-level")
+    if name == "discrepancy":
+        return Discrepancy(level.norm, stop.delta), name, level
+    if name == "certified":
+        return _certified_rule(config, problem, certificate, no_certificate, level), name, level
+    if name == "variance":
+        return Variance(stop.window, stop.variance_patience), name, level
+    if name == "patience":
+        return Patience(stop.patience, stop.min_improvement), name, level
+    if name == "oracle":
+        return Oracle(), name, level
+    return NoStop(), name, level
+
+
+def _certified_rule(config: RunConfig, problem: Problem, certificate: Certificate | None, no_certificate: str | None,
+                    level: NoiseLevel) -> Certified:
+    """τ_ε of the certificate for the given or estimated ‖ε‖, refused unless condition (4) holds for
+    every run."""
+    if certificate is None:
+        raise ConfigError(f"--stop certified: no certificate here ({no_certificate})")
+    if not bool(certificate.holds.all()):
+        verdict = certificate["condition_4"]
+        why = verdict.note if np.isnan(verdict.value).any() else "condition (4) fails" + (
+            "" if certificate.holds.any() else " for every run")
+        if config.method.name == "gd" and config.method.values.get("step") != "certified":
+            why += " with this step (--step certified takes 1/(2L), the paper's best)"
+        raise ConfigError(f"--stop certified needs condition (4) proven for every run, and here {why}; "
+                          "use --stop discrepancy or variance")
+    clock = "time" if config.method.can("ode") else "iteration"
+    return Certified(certificate.stopping_time(np.resize(level.norm, problem.batch)), clock)
 
 
 def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None] | None = None) -> SolveOutcome:
@@ -167,15 +249,17 @@ def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None
     loss = build_loss(config)
     network = build_network(config, problem)
     method, chosen, certificate, no_certificate = choose_method(config, problem, network, loss)
-    training = config.training
+    rule, rule_name, level = choose_stop(config, problem, certificate, no_certificate, notes)
+    training, stop = config.training, config.stopping
     result = train(problem, network, method, loss=loss, max_iters=training.iters, loss_tol=training.loss_tol,
-                   record_every=training.record_every, stall_patience=training.stall_patience, callback=callback)
+                   record_every=training.record_every, stall_patience=training.stall_patience, callback=callback,
+                   stop=rule, average=stop.average, run_past_stop=stop.values.get("run_past_stop", False))
     step = chosen["step"]["value"] if "step" in chosen else None
     if certificate is not None and isinstance(loss, KLLoss) and not isinstance(loss.v_max, str):
         domain = check_domain(certificate, problem.operator.forward_flat(result.x))
         notes.append(domain.text() + " (an assumed v_max, checked at the returned iterate only)")
     outcome = SolveOutcome(config, problem, network, loss, result, step, chosen, truth, certificate, no_certificate,
-                           notes)
+                           rule_name, level, notes)
     outcome.metrics = compute_metrics(outcome)
     return outcome
 
@@ -225,10 +309,16 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
             run["error"] = float(np.linalg.norm(x - x_true))
             truth_norm = float(np.linalg.norm(x_true))
             run["relative_error"] = run["error"] / truth_norm if truth_norm > 0 else None
+        run["stop"] = stop_metrics(outcome, b)
+        if outcome.noise_level is not None:
+            run["noise_level"] = {**outcome.noise_level.to_json(b, true_noise_std(config)),
+                                  "used": STOPPING.components[outcome.stop_rule].can("noise_level")}
         if outcome.truth_image is not None:
             recon = x.reshape(outcome.truth_image.shape)
             run["psnr"] = psnr(outcome.truth_image, recon)
             run["ssim"] = ssim(outcome.truth_image, recon)
+            last = result.x_last[b].detach().cpu().double().numpy().reshape(outcome.truth_image.shape)
+            run["psnr_last"] = psnr(outcome.truth_image, last)
             if problem.operator.out_size == problem.operator.in_size:
                 run["psnr_observation"] = psnr(outcome.truth_image, observation_image(problem, b))
         if problem.noise is not None:
@@ -256,6 +346,40 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
         },
         "versions": versions(),
     }
+
+
+def true_noise_std(config: RunConfig) -> float | None:
+    """The σ of the simulated Gaussian noise, the truth a noise estimate is compared with."""
+    noise = config.noise
+    return float(noise.noise_std) if noise.name == "gaussian" else None
+
+
+def stop_metrics(outcome: SolveOutcome, run: int) -> dict:
+    """The rule, the τ of the returned iterate, where the rule stopped the run and why; with x̄
+    known, the oracle (the iterate nearest x̄ among those computed) as τ, error and PSNR."""
+    report = outcome.result.stop.run(run)
+    out = {key: report[key] for key in ("rule", "tau", "stopped_at", "reason")}
+    out["rule"] = outcome.stop_rule
+    if "oracle_tau" in report:
+        oracle = {"tau": report["oracle_tau"], "error": report["oracle_error"],
+                  "over": f"iterations 0 to {int(outcome.result.iterations[run])} (those computed)"}
+        if outcome.truth_image is not None:
+            mse = report["oracle_error"] ** 2 / outcome.truth_image.size
+            oracle["psnr"] = float(10 * np.log10(255.0**2 / mse)) if 0 < mse < np.inf else \
+                float("inf") if mse == 0 else float("nan")
+        out["oracle"] = oracle
+    return out
+
+
+def stop_marks(stop: dict) -> dict[str, int]:
+    """The iterations summary.png marks: the returned iterate, the rule's stop when later, the oracle."""
+    same = "oracle" in stop and stop["oracle"]["tau"] == stop["tau"]
+    marks = {f"returned, tau = {stop['tau']} ({stop['rule']}{', = oracle' if same else ''})": stop["tau"]}
+    if stop["stopped_at"] is not None and stop["stopped_at"] != stop["tau"]:
+        marks[f"stopped, tau = {stop['stopped_at']}"] = stop["stopped_at"]
+    if "oracle" in stop and stop["oracle"]["tau"] != stop["tau"]:
+        marks[f"oracle, tau = {stop['oracle']['tau']}"] = stop["oracle"]["tau"]
+    return marks
 
 
 def history_columns(outcome: SolveOutcome, run: int) -> dict[str, np.ndarray]:
@@ -319,5 +443,5 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
     certificate = outcome.certificate
     proven = certificate is None or certificate.dynamics == "a-posteriori" or bool(certificate.holds[0])
     summary_figure(paths["summary"], curves, images, title=title,
-                   bound_label="bound" if proven else "bound (not guaranteed: (4) fails)")
+                   bound_label="bound" if proven else "bound (not guaranteed: (4) fails)", marks=stop_marks(m["stop"]))
     return paths

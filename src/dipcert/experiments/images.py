@@ -6,6 +6,10 @@
   σ = 50: the reconstruction at increasing iterations.
 - ``fig4``: the same run: ‖x_τ − x̄‖ against τ, with the recovery bound (8) of Theorem III.1 dashed.
 
+Each run also applies ``dipcert solve``'s default stopping rule (``--stop auto``, docs/stopping.md)
+and trains on past its stop, so every figure shows the paper's last iterate and, beside it, the
+iterate the rule returns with its τ.
+
 Our choices where the paper is silent (recorded in the manifest): scikit-image's ``camera`` image
 (the paper used Tiny ImageNet images, which need a download), both layers trained (with V fixed,
 a [0, 255] image is out of reach at k = 10⁴), V_0 Rademacher, d = 32, the step
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from ..certify import certify
+from ..config import RunConfig
 from ..images import load_image, psnr, ssim
 from ..networks import TwoLayerDIP
 from ..operators import GaussianBlur, Spectral
@@ -29,6 +34,7 @@ from ..optim import GradientDescent, train
 from ..problems import image_problem
 from ..report import save_figure
 from ..seeding import derive_seed
+from ..solve import choose_stop
 from ..steps import auto_step
 from .engine import Cell, CellResult, settings_and_choices
 
@@ -86,13 +92,16 @@ def run_group(config: Config, group: list[Cell]) -> dict[str, CellResult]:
     net = TwoLayerDIP(n, config.width, train="WV", activation=config.activation,
                       seeds=[derive_seed(config.seed, "network")], dtype=dtype)
     step = auto_step(problem, net)
+    rule, rule_name, _ = choose_stop(_run_config(config, cell), problem, None, None, [])
     start = time.perf_counter()
-    result = train(problem, net, GradientDescent(step), max_iters=iters, snapshot_at=snapshots)
+    result = train(problem, net, GradientDescent(step), max_iters=iters, snapshot_at=snapshots, stop=rule,
+                   run_past_stop=True)
     seconds = time.perf_counter() - start
-    recon = result.x[0].double().cpu().numpy().reshape(shape)
+    recon = result.x_last[0].double().cpu().numpy().reshape(shape)
+    stopped = result.x[0].double().cpu().numpy().reshape(shape)
     observation = problem.y[0].double().cpu().numpy().reshape(shape)
     h = result.history
-    arrays = {"truth": image, "observation": observation, "reconstruction": recon,
+    arrays = {"truth": image, "observation": observation, "reconstruction": recon, "stopped": stopped,
               "iteration": h.iteration, "loss": h.loss[:, 0], "error": h.error[:, 0]}
     for tau, x in result.snapshots.items():
         arrays[f"snapshot_{tau}"] = x[0].double().cpu().numpy().reshape(shape)
@@ -105,12 +114,22 @@ def run_group(config: Config, group: list[Cell]) -> dict[str, CellResult]:
            "min_error": float(h.error[:, 0].min()), "argmin_error": int(h.iteration[np.argmin(h.error[:, 0])]),
            "noise_norm": float(problem.noise[0].norm()), "condition_4": bool(cert.holds[0]),
            "sigma_A": float(cert["sigma_A"].value[0]), "iterations": int(result.iterations[0]),
-           "status": result.status[0], "seconds": seconds}
+           "status": result.status[0], "seconds": seconds, "stop_rule": rule_name,
+           "stop_tau": result.stop.tau[0], "stop_psnr": psnr(image, stopped)}
     return {cell.key: CellResult([row], arrays)}
 
 
+def _run_config(config: Config, cell: Cell) -> RunConfig:
+    """The cell as a ``solve`` configuration, for its default stopping rule."""
+    return RunConfig.build({"problem": {"image": config.image, "size": config.size},
+                            "operator": {"operator": cell["operator"],
+                                         **({"blur_sigma": config.blur_sigma} if cell["operator"] == "blur" else {})},
+                            "noise": {"noise_std": cell["noise"]}, "run": {"seed": config.seed}})
+
+
 def summary(config: Config, rows: list[dict]) -> dict:
-    keys = ("psnr", "ssim", "psnr_observation", "final_error", "min_error", "argmin_error", "condition_4", "sigma_A")
+    keys = ("psnr", "ssim", "psnr_observation", "final_error", "min_error", "argmin_error", "condition_4", "sigma_A",
+            "stop_rule", "stop_tau", "stop_psnr")
     return {f"{r['operator']} noise {r['noise']}": {k: r[k] for k in keys} for r in rows}
 
 
@@ -131,14 +150,21 @@ def _show(ax, img, title) -> None:
 
 def plot_fig3a(config: Config, rows: list[dict], arrays: dict[str, dict], path) -> None:
     blur = [r for r in rows if r["operator"] == "blur"]
-    plt, fig, axes = _figure(3, len(blur))
+    plt, fig, axes = _figure(4, len(blur))
     for ax_row, r in zip(axes, blur):
         a = arrays[Cell.of(operator="blur", noise=r["noise"]).key]
         _show(ax_row[0], a["truth"], "truth")
         _show(ax_row[1], a["observation"], f"blurred, noise {r['noise']:g} ({r['psnr_observation']:.1f} dB)")
-        _show(ax_row[2], a["reconstruction"], f"DIP, {int(r['iterations'])} it. ({r['psnr']:.1f} dB)")
+        _show(ax_row[2], a["reconstruction"], f"DIP, last of {int(r['iterations'])} it.\n({r['psnr']:.1f} dB, the paper's)")
+        _show(ax_row[3], a["stopped"], _stopped_title(r))
     fig.suptitle(TITLES["fig3a"], fontsize=9)
     save_figure(fig, path)
+
+
+def _stopped_title(r: dict) -> str:
+    if r["stop_rule"] == "none":
+        return f"--stop auto: none (noiseless)\nlast iterate ({r['stop_psnr']:.1f} dB)"
+    return f"--stop auto: {r['stop_rule']}, tau = {r['stop_tau']}\n({r['stop_psnr']:.1f} dB)"
 
 
 def _well_conditioned(rows, arrays):
@@ -149,12 +175,13 @@ def _well_conditioned(rows, arrays):
 def plot_fig3b(config: Config, rows: list[dict], arrays: dict[str, dict], path) -> None:
     r, a = _well_conditioned(rows, arrays)
     taus = sorted(int(k.split("_")[1]) for k in a if k.startswith("snapshot_"))
-    plt, fig, axes = _figure(len(taus) + 2)
+    plt, fig, axes = _figure(len(taus) + 3)
     _show(axes[0][0], a["truth"], "truth")
     _show(axes[0][1], a["observation"], f"observation y (noise {r['noise']:g})")
     for ax, tau in zip(axes[0][2:], taus):
         img = a[f"snapshot_{tau}"]
         _show(ax, img, f"tau = {tau} ({psnr(a['truth'], img):.1f} dB)")
+    _show(axes[0][-1], a["stopped"], _stopped_title(r))
     fig.suptitle(TITLES["fig3b"], fontsize=9)
     save_figure(fig, path)
 
@@ -172,6 +199,8 @@ def plot_fig4(config: Config, rows: list[dict], arrays: dict[str, dict], path) -
     posterior = (np.sqrt(2 * a["loss"]) + r["noise_norm"]) / r["sigma_A"]
     ax.plot(it, posterior, "-.", label=r"a posteriori (8): $(\|y_\tau - y\| + \|\varepsilon\|)/\sigma_A$")
     ax.axhline(r["noise_norm"] / r["sigma_A"], color="gray", lw=0.8, ls=":", label=r"$\|\varepsilon\|/\sigma_{A}$")
+    ax.axvline(r["stop_tau"] + 1, color="tab:red", lw=1.2, ls=":", label=f"returned by the {r['stop_rule']} rule, "
+               f"tau = {r['stop_tau']}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"iteration $\tau + 1$")

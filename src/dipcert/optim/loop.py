@@ -5,11 +5,14 @@ Each run of the batch stops independently with status
 - ``diverged``: the loss became NaN/inf, exceeded ``divergence_factor`` × its initial value
   L(θ_0), or stayed above L(θ_0) for ``stall_patience`` consecutive iterations (a too-large step
   that saturates a bounded network: the loss jumps up and freezes there);
+- ``stopped``: the stopping rule (:mod:`dipcert.stopping`) chose its iterate and stopped the run;
 - ``max_iterations``: the iteration limit was reached;
 - ``failed``: the method could not go on (an ODE solver whose step size underflowed);
-- ``interrupted``: the caller asked to stop (``callback`` returned True); every run still running
-  stops at that iteration.
-A stopped run's parameters are frozen; its history is kept up to the point it stopped.
+- ``interrupted``: the caller asked to stop: ``callback`` returned True (every run still running
+  stops at that iteration) or a boolean mask over the batch (the runs it marks stop).
+A stopped run's parameters are frozen; its history is kept up to the point it stopped. Each run
+returns the iterate its stopping rule chose (``TrainResult.x``; the last one is ``x_last``), with
+the rule's report in ``TrainResult.stop``.
 ``TrainResult.config["divergence"]`` is a list with one entry per run: ``None``, or for a diverged
 run why it stopped, one of ``"loss not finite"``, ``"loss above 1e+06 x its initial value"``
 (the factor as given) and ``"loss above its initial value for 100 consecutive iterations"``
@@ -35,8 +38,9 @@ from torch import Tensor
 from ..losses import Loss, MSELoss
 from ..networks import Network, Params, RankOne
 from ..problems import Problem
+from ..stopping import NoStop, StopReport, StopRule, StopTracker
 
-STATUSES = ("converged", "diverged", "max_iterations", "failed", "interrupted")
+STATUSES = ("converged", "diverged", "stopped", "max_iterations", "failed", "interrupted")
 
 
 Gradients = dict[str, "Tensor | RankOne"]
@@ -97,8 +101,8 @@ class History:
 
 @dataclass
 class TrainResult:
-    x: Tensor  # (batch, n) final reconstructions
-    params: Params
+    x: Tensor  # (batch, n) the iterates the stopping rule returns
+    params: Params  # θ at each run's last iteration
     history: History
     status: list[str]
     iterations: np.ndarray  # (batch,) updates made by each run
@@ -106,6 +110,8 @@ class TrainResult:
     seconds: float
     config: dict = field(default_factory=dict)
     snapshots: dict[int, Tensor] = field(default_factory=dict)  # τ → x_τ (batch, n), when asked for
+    x_last: Tensor | None = None  # (batch, n) the last iterates
+    stop: StopReport | None = None
 
 
 class _Recorder:
@@ -156,6 +162,9 @@ def train(
     compact_below: float = 0.5,
     snapshot_at: Sequence[int] = (),
     callback: Callable[[int, Tensor], bool | None] | None = None,
+    stop: StopRule | None = None,
+    average: float = 0.0,
+    run_past_stop: bool = False,
 ) -> TrainResult:
     """Fit ``network`` to ``problem.y`` with ``method``; every run of the batch stops on its own.
 
@@ -167,7 +176,11 @@ def train(
     many consecutive iterations (0 disables this rule).
     ``callback(τ, loss)`` is called after each evaluation with the latest loss of every run; when it
     returns True, every running run stops at τ as ``interrupted`` (τ is recorded) and ``train``
-    returns normally.
+    returns normally; when it returns a boolean tensor of shape (batch,), the running runs it marks
+    stop at τ as ``interrupted`` and the others go on.
+    ``stop`` is the stopping rule (default: none, the last iterate), applied to the iterates or,
+    with ``average`` > 0, to their exponential moving average; a run it stops ends as ``stopped``
+    unless ``run_past_stop`` (then it trains on, and its chosen iterate stays the one returned).
     """
     _check_settings(max_iters, loss_tol, record_every, divergence_factor, stall_patience)
     loss = loss or MSELoss()
@@ -181,6 +194,8 @@ def train(
             f"problem is {problem.y.dtype} on {problem.y.device} but network is {network.dtype} on {network.device}"
         )
     loss.check_data(problem.y)
+    tracker = StopTracker(stop or NoStop(), network.batch, average=average, run_past_stop=run_past_stop,
+                          track_truth=problem.x_true is not None)
     run = _WorkingSet(problem, network, method)
     fused_at_start = run.fused
     batch, device = network.batch, problem.y.device
@@ -250,25 +265,34 @@ def train(
             diverged |= run.above >= stall_patience
         diverged &= active
         converged = active & ~diverged & (value <= loss_tol)
-        stopping = diverged | converged
+        clock = None
+        if track_time:  # (t = 0 until the method's first step)
+            clock = method.time if method.time is not None else value.new_zeros(value.shape, dtype=torch.float64)
+        ruled = tracker.observe(tau, run.index, active & ~diverged, x, v, run.problem.y, value, run.problem.x_true,
+                                clock) & ~converged
+        stopping = diverged | converged | ruled
+        latest["loss"].index_copy_(0, run.index, value.double())
+        answer = None if callback is None else callback(tau, latest["loss"])
+        interrupt = answer is not None and not isinstance(answer, Tensor) and bool(answer)
+        asked = torch.zeros_like(stopping)
+        if isinstance(answer, Tensor):  # a mask over the batch: those runs stop
+            asked = answer.to(device=stopping.device, dtype=torch.bool)[run.index] & active & ~stopping
+            stopping = stopping | asked
         last = tau == max_iters
         any_stop = bool(stopping.any())
-        recording = tau % record_every == 0 or last or any_stop
-        if recording or callback is not None:
-            latest["loss"].index_copy_(0, run.index, value.double())
+        recording = tau % record_every == 0 or last or any_stop or interrupt
         if recording:
             record(tau, x)
         if tau in wanted:
             snapshots[tau] = run.full_x(x)
-        interrupt = callback is not None and bool(callback(tau, latest["loss"]))
-        if interrupt and not recording:
-            record(tau, x)
         if any_stop:  # (run.active keeps its identity otherwise: methods cache per-mask data)
-            flags = diverged.tolist()
+            flags, by_rule, by_caller = diverged.tolist(), ruled.tolist(), asked.tolist()
             reason = torch.where(not_finite, 0, torch.where(too_large, 1, 2)).tolist()
             for b in torch.nonzero(stopping).flatten().tolist():
                 i = int(run.index[b])
-                status[i], iterations[i] = ("diverged" if flags[b] else "converged"), tau
+                label = ("diverged" if flags[b] else "stopped" if by_rule[b] else
+                         "interrupted" if by_caller[b] else "converged")
+                status[i], iterations[i] = label, tau
                 if flags[b]:
                     divergence[i] = reasons[reason[b]]
             run.active = active & ~stopping
@@ -293,7 +317,6 @@ def train(
         except MethodFailure as exc:  # θ is unchanged: this iteration's record is the run's last
             failure = str(exc)
             if not recording:
-                latest["loss"].index_copy_(0, run.index, value.double())
                 record(tau, x)
             stop_running("failed", tau)
             break
@@ -303,9 +326,10 @@ def train(
     if hasattr(method, "bind"):
         method.bind(None)  # let the method free its solver state now, not at the next garbage collection
     history = recorder.history(iterations.copy())
-    x_final, params_final = run.finish(x)
+    x_last, params_final = run.finish(x)
+    x_returned, report = tracker.finish(x_last, iterations)
     return TrainResult(
-        x=x_final,
+        x=x_returned,
         params=params_final,
         history=history,
         status=status,
@@ -313,6 +337,8 @@ def train(
         final_loss=history.loss[-1].copy(),
         seconds=seconds,
         snapshots=snapshots,
+        x_last=x_last,
+        stop=report,
         config={
             "method": method.describe(),
             "loss": loss.describe(),
@@ -323,6 +349,7 @@ def train(
             "stall_patience": stall_patience,
             "divergence": divergence,
             "fused_descent": fused_at_start,
+            "stopping": report.settings,
             **({"failure": failure} if failure else {}),
         },
     )
