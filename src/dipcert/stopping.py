@@ -198,14 +198,19 @@ class Variance(StopRule):
         self.buffer = None
 
     def decide(self, obs: Observation) -> Decision:
-        if self.buffer is None:
-            self.buffer = obs.x.new_zeros((self.window, self.batch, obs.x.shape[-1]))
-        self.buffer[obs.tau % self.window].index_copy_(0, obs.index, obs.x)
+        if self.buffer is None:  # float64: the variance of nearly equal iterates needs the digits
+            self.buffer = obs.x.new_zeros((self.window, self.batch, obs.x.shape[-1]), dtype=torch.float64)
+        self.buffer[obs.tau % self.window].index_copy_(0, obs.index, obs.x.double())
         none = torch.zeros(obs.index.shape, dtype=torch.bool, device=obs.x.device)
         if obs.tau < self.window - 1:
             return Decision(none, none)
-        window = self.buffer[:, obs.index]
-        variance = window.double().var(dim=0, correction=0).sum(-1).cpu()
+        whole = len(obs.index) == self.batch and bool((obs.index == torch.arange(self.batch, device=obs.index.device)).all())
+        window = self.buffer if whole else self.buffer.index_select(1, obs.index)
+        if window.device.type == "cpu":  # (NumPy: torch's small parallel kernels stall on a busy CPU)
+            w = window.numpy()
+            variance = torch.from_numpy(((w - w.mean(0)) ** 2).sum((0, 2)) / self.window)
+        else:
+            variance = ((window - window.mean(0)) ** 2).sum((0, 2)).cpu() / self.window
         index = obs.index.cpu()
         keep = variance < self.best[index]
         self.best[index] = torch.where(keep, variance, self.best[index])
@@ -213,7 +218,8 @@ class Variance(StopRule):
         stop = self.since[index] >= self.patience
         start = obs.tau - self.window + 1
         kept_tau = torch.full(obs.index.shape, start, dtype=torch.int64)
-        return Decision(keep.to(obs.x.device), stop.to(obs.x.device), window[start % self.window], kept_tau)
+        kept = window[start % self.window].to(obs.x.dtype)
+        return Decision(keep.to(obs.x.device), stop.to(obs.x.device), kept, kept_tau)
 
     def explain(self, run: int, fired: bool, kept_tau: int) -> str:
         what = (f"the window of {self.window} iterates starting at tau = {kept_tau} has the least variance "
@@ -337,9 +343,9 @@ class StopTracker:
             self.ema_v.index_copy_(0, index, v.detach())
         else:
             a = self.average
-            self.ema_x.index_copy_(0, index, a * self.ema_x[index] + (1 - a) * x.detach())
-            self.ema_v.index_copy_(0, index, a * self.ema_v[index] + (1 - a) * v.detach())
-        return self.ema_x[index], self.ema_v[index]
+            self.ema_x.index_copy_(0, index, a * self.ema_x.index_select(0, index) + (1 - a) * x.detach())
+            self.ema_v.index_copy_(0, index, a * self.ema_v.index_select(0, index) + (1 - a) * v.detach())
+        return self.ema_x.index_select(0, index), self.ema_v.index_select(0, index)
 
     def observe(self, tau: int, index: Tensor, observed: Tensor, x: Tensor, v: Tensor, y: Tensor, loss: Tensor,
                 x_true: Tensor | None, time: Tensor | None) -> Tensor:
@@ -348,10 +354,13 @@ class StopTracker:
         stop_now = torch.zeros_like(observed)
         if not bool(observed.any()):
             return stop_now
+        every = bool(observed.all())  # the usual case: no row selection (each would be a parallel copy)
         rows = torch.nonzero(observed).flatten()
-        index_rows = index[rows]
-        cx, cv = self._candidates(tau == 0, index_rows, x[rows], v[rows])
-        error = (cx - x_true[rows]).norm(dim=-1).double() if self.track_truth and x_true is not None else None
+        pick = (lambda t: t) if every else (lambda t: None if t is None else t.index_select(0, rows))
+        index_rows = pick(index)
+        x, v, y, loss, x_true, time = pick(x), pick(v), pick(y), pick(loss), pick(x_true), pick(time)
+        cx, cv = self._candidates(tau == 0, index_rows, x, v)
+        error = (cx - x_true).norm(dim=-1).double() if self.track_truth and x_true is not None else None
         positions = index_rows.cpu().numpy()
         if error is not None:
             e = error.cpu().numpy()
@@ -364,15 +373,15 @@ class StopTracker:
         if not bool(deciding.any()):
             return stop_now
         sel = torch.nonzero(deciding).flatten()
-        obs = Observation(tau, index_rows[sel], cx[sel], (cv[sel] - y[rows][sel]).norm(dim=-1).double(),
-                          loss[rows][sel].double(), None if error is None else error[sel],
-                          None if time is None else time[rows][sel])
+        choose = (lambda t: t) if bool(deciding.all()) else (lambda t: None if t is None else t.index_select(0, sel))
+        obs = Observation(tau, choose(index_rows), choose(cx), (choose(cv) - choose(y)).norm(dim=-1).double(),
+                          choose(loss).double(), choose(error), choose(time))
         decision = self.rule.decide(obs)
         keep = decision.keep if tau > 0 else torch.ones_like(decision.keep)  # always something to return
         if self.kept is not None and bool(keep.any()):
             chosen = obs.x if decision.kept is None or tau == 0 else decision.kept
             k = torch.nonzero(keep).flatten()
-            self.kept.index_copy_(0, obs.index[k], chosen[k].detach())
+            self.kept.index_copy_(0, obs.index.index_select(0, k), chosen.detach().index_select(0, k))
             taus = np.full(len(k), tau) if decision.kept_tau is None or tau == 0 else decision.kept_tau[k.cpu()].numpy()
             self.kept_tau[obs.index[k].cpu().numpy()] = taus
         fired = torch.nonzero(decision.stop).flatten()
