@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import statistics
 import time
 from dataclasses import dataclass
@@ -49,6 +48,8 @@ from dipcert.networks import TwoLayerDIP
 from dipcert.operators import GaussianBlur
 from dipcert.optim import GradientDescent, train
 from dipcert.problems import image_problem
+
+from machine import cpu_model, cpu_seconds, machine_busy_seconds  # benchmarks/machine.py
 
 SHAPE, K, SIGMA, STEP = (64, 64), 10_000, 1.0, 0.5
 TARGET_W, TARGET_WV = 1.3, 2.5
@@ -64,32 +65,6 @@ class Item:
     reps: int = 1  # calls per round
     per_call: int = 1  # iterations per call (times are reported per iteration)
     passes: int = 0  # passes over V per iteration (a read-and-write counts 2), for GB/s
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def machine_busy_seconds() -> float:
-    """CPU-seconds used by all processes since boot (0 where /proc/stat is missing)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    except OSError:
-        return 0.0
-    return (sum(ticks[:3]) + sum(ticks[5:])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_once(item: Item) -> tuple[float, float]:

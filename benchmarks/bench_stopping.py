@@ -73,7 +73,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -81,6 +80,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_model, cpu_seconds, machine_busy_seconds  # benchmarks/machine.py
 
 BASE_COMMIT = "395dc75"  # the commit before the stopping rules (issue 11)
 SHAPE, K, BLUR, NOISE, STEP = (64, 64), 10_000, 1.0, 10.0, 0.3
@@ -151,12 +152,8 @@ def worker(code: str, threads: int) -> None:
     problem = image_problem(load_image("builtin:camera", SHAPE), op, [0], NOISE)
     network = TwoLayerDIP(op.in_size, K, train="WV", seeds=[0], dtype=torch.float32)
 
-    def cpu() -> float:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime
-
     def answer(**fields) -> None:
-        out.write(json.dumps({**fields, "cpu_total": cpu()}) + "\n")
+        out.write(json.dumps({**fields, "cpu_total": cpu_seconds()}) + "\n")
         out.flush()
 
     answer(ready=True, dipcert=dipcert.__file__, torch=torch.__version__, threads=torch.get_num_threads(),
@@ -177,11 +174,11 @@ def worker(code: str, threads: int) -> None:
                 t.__enter__()
         try:
             stamps: list[float] = []  # when each iteration τ = 0..N was evaluated
-            c0, t0 = cpu(), time.perf_counter()
+            c0, t0 = cpu_seconds(), time.perf_counter()
             result = train(problem, network, GradientDescent(STEP), max_iters=iters, record_every=iters,
                            callback=lambda tau, loss: stamps.append(time.perf_counter()), **settings)
             wall = time.perf_counter() - t0
-            c1 = cpu()
+            c1 = cpu_seconds()
         finally:
             for t in reversed(timers):
                 t.__exit__()
@@ -196,32 +193,6 @@ def worker(code: str, threads: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ driver
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def machine_busy_seconds() -> float:
-    """CPU-seconds used by all processes since boot (0 where /proc/stat is missing)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    except OSError:
-        return 0.0
-    return (sum(ticks[:3]) + sum(ticks[5:])) / os.sysconf("SC_CLK_TCK")
-
-
 class Worker:
     """A worker process running one version of the code."""
 
