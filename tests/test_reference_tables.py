@@ -1,7 +1,8 @@
 """The quick-scale tables of fig1 and fig4 against stored copies (``tests/data/NAME.csv``).
 
-The copies were made with ``dipcert reproduce NAME --scale quick`` at commit 2f03029, before the
-engine's robustness changes, on the 2-core machine with 2 torch threads (the test suite pins 2 in
+The copies were made with ``dipcert reproduce NAME --scale quick`` (fig1 at commit 2f03029, before
+the engine's robustness changes; fig4 again with the stopping columns of issue 11, its other columns
+unchanged but for ssim's last digits), on the 2-core machine with 2 torch threads (the test suite pins 2 in
 ``conftest.py``), without the ``seconds`` column (wall time, the only column that differs between
 two runs). Two runs there gave bit-identical tables, so floats are compared with ``RTOL = 1e-9``:
 a guard against real changes, with room only for last-bit rounding of a harmless reordering in
