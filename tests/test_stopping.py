@@ -753,3 +753,18 @@ def test_solve_defaults_with_noise_10_return_an_iterate_within_half_a_db_of_the_
     assert outcome.result.iterations[0] == 60 and stop["stopped_at"] < 60  # the oracle saw past the stop
     assert outcome.metrics["psnr"] >= stop["oracle"]["psnr"] - 0.5
     assert outcome.metrics["psnr_last"] < outcome.metrics["psnr"] - 3  # what stopping avoided
+
+
+def test_cli_says_which_iterate_it_returns_and_why(tmp_path):
+    from click.testing import CliRunner
+
+    from dipcert.cli import main
+
+    base = ["solve", "--size", "16", "--width", "300", "--iters", "30", "--quiet", "--out", str(tmp_path)]
+    noisy = CliRunner().invoke(main, [*base, "--noise-std", "10"])
+    assert noisy.exit_code == 0, noisy.output
+    assert "--stop auto chose discrepancy: noise level estimated" in noisy.output
+    assert "returned iterate: tau = " in noisy.output and "by the discrepancy rule: ||A x - y||" in noisy.output
+    assert "oracle over the" in noisy.output
+    clean = CliRunner().invoke(main, base)
+    assert "returned iterate: the last, tau = 30 (no stopping rule)" in clean.output

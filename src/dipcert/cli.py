@@ -190,7 +190,8 @@ def _report_solve(outcome, paths) -> None:
         line += f"; relative error {m['relative_error']:.3g}"
     click.echo(line)
     stop = m["stop"]
-    returned = f"returned iterate: tau = {stop['tau']} by the {stop['rule']} rule: {stop['reason']}"
+    returned = (f"returned iterate: the last, tau = {stop['tau']} (no stopping rule)" if stop["rule"] == "none" else
+                f"returned iterate: tau = {stop['tau']} by the {stop['rule']} rule: {stop['reason']}")
     oracle = stop.get("oracle", {})
     if "psnr" in oracle and stop["rule"] != "none":
         returned += (f" (oracle over the {m['iterations'] + 1} iterates computed: tau = {oracle['tau']}, "
