@@ -102,3 +102,24 @@ def test_gradient_descent_with_the_auto_step_trains_the_generators():
     problem = image_problem(image, GaussianBlur(SHAPE, 1.0), [0], noise=0.0)
     result = train(problem, net, GradientDescent(auto_step(problem, net)), max_iters=20)
     assert result.history.loss[-1, 0] < result.history.loss[0, 0]
+
+
+@pytest.mark.parametrize("name, cls", [("conv-decoder", ConvDecoder), ("deep-decoder", DeepDecoder)])
+def test_generators_are_reachable_from_the_configuration(name, cls, tmp_path):
+    """--network conv-decoder|deep-decoder: Adam by default, options from the registry, the memory
+    check counts their parameters, and solve writes every output."""
+    from dipcert.config import ConfigError, RunConfig
+    from dipcert.solve import solve, write_outputs
+
+    config = RunConfig.build({"problem": {"size": "16x16"}, "network": {"network": name, "channels": 8, "layers": 3},
+                              "training": {"iters": 5}})
+    assert config.method.name == "adam"
+    outcome = solve(config)
+    assert isinstance(outcome.network, cls) and outcome.network.parameter_count == cls.sizes((16, 16), **config.network.values)[0]
+    assert outcome.metrics["details"]["network"]["parameters_per_run"] == outcome.network.parameter_count
+    paths = write_outputs(outcome, tmp_path)
+    assert paths["summary"].exists()
+    with pytest.raises(ConfigError, match="convolutional image generator"):
+        RunConfig.build({"problem": {"signal": "gaussian"}, "network": {"network": name}})
+    with pytest.raises(ConfigError, match="--width does not apply"):
+        RunConfig.build({"network": {"network": name, "width": 10}})

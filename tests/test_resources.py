@@ -162,7 +162,10 @@ def test_tables_match_the_registries():
     for name, component in METHOD.components.items():
         assert (METHODS[name].ode_systems > 0) == component.can("ode"), name
     assert set(OPERATORS) == set(OPERATOR.components)
-    assert set(NETWORK.components) == {"two-layer", "mlp"}
+    from dipcert.generators import GENERATORS
+
+    assert set(NETWORK.components) == {"two-layer", "mlp", *GENERATORS}
+    assert {name for name, c in NETWORK.components.items() if c.can("convolutional")} == set(GENERATORS)
     assert set(ODE_STAGES) == set(ODE_SOLVER.choices)
 
 
@@ -248,3 +251,16 @@ def test_history_rows():
     assert history_rows(100_000, 50) == 2002
     with pytest.raises(ValueError, match="record_every must be a positive integer"):
         history_rows(10, 0)
+
+
+def test_convolutional_generator_counts_its_parameters_and_activations():
+    """A generator's share: its parameters (trained, gradients, Adam's two moments) and 8 saved
+    tensors of its block outputs per run, from ConvGenerator.sizes."""
+    from dipcert.generators import ConvDecoder
+
+    parameters, activations = ConvDecoder.sizes((64, 64))
+    b = estimate_run_bytes(n=4096, m=4096, batch=2, itemsize=4, operator="blur", method="adam",
+                           network="conv-decoder", generator=(parameters, activations), history_rows=0)
+    assert b["trained parameters"] == 2 * parameters * 4
+    assert b["gradients and activations"] == 8 * (2 * activations + 2 * (4096 + 4096)) * 4 + 2 * parameters * 4
+    assert "V0" not in b

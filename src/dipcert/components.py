@@ -127,11 +127,25 @@ ACTIVATION = Option("activation", str, "sigmoid", "Activation φ.", choices=tupl
 V_LAW = Option("v_law", str, "rademacher", "Law of the entries of V_0 (A-8).", choices=V_LAWS)
 WIDTHS = Option("widths", tuple, (256,), "Hidden widths N_1,…,N_{L-1} of the MLP (Definition II.1); depth L = count + 1.",
                 item=int, low=1, high=1 << 20)
+CHANNELS = Option("channels", int, 64, "Channels of every layer of a convolutional generator.", low=1, high=4096)
+LAYERS = Option("layers", int, None, "Upsampling blocks of a convolutional generator.", low=1, high=16,
+                default_text="6 for conv-decoder, 5 for deep-decoder")
+KERNEL = Option("kernel", int, 3, "Convolution kernel size of the ConvDecoder (odd).", low=1, high=15)
+INPUT_SIZE = Option("input_size", int, 8, "Side of the ConvDecoder's fixed random input z.", low=1, high=1024,
+                    unit="pixels")
+_CONVOLUTIONAL = frozenset({"needs_image", "convolutional"})
 NETWORK_NAME, _networks = choice("network", [
     Component("two-layer", "the two-layer DIP (9), trained through z = W u where exact",
               (WIDTH, D, TRAIN, ACTIVATION, V_LAW), frozenset({"certified_lipschitz", "reduction"})),
     Component("mlp", "the deep network of Definition II.1 (no biases, all layers trained)", (WIDTHS, D, ACTIVATION),
               frozenset(), _NO_CERTIFIED_STEP),
+    Component("conv-decoder", "ConvDecoder (Darestani and Heckel, 2021): upsampling, 3x3 convolutions, ReLU, "
+              "channel normalization; trained by adam unless --method says otherwise",
+              (CHANNELS, LAYERS, KERNEL, INPUT_SIZE), _CONVOLUTIONAL,
+              {"network.layers": 6, "method.method": "adam", **_NO_CERTIFIED_STEP}),
+    Component("deep-decoder", "Deep Decoder (Heckel and Hand, 2019): 1x1 convolutions, upsampling, ReLU, channel "
+              "normalization, under-parametrized; trained by adam unless --method says otherwise",
+              (CHANNELS, LAYERS), _CONVOLUTIONAL, {"network.layers": 5, "method.method": "adam", **_NO_CERTIFIED_STEP}),
 ], "two-layer", "Generator g(u, θ)")
 NETWORK = Section("network", "the generator", _networks, NETWORK_NAME)
 

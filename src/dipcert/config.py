@@ -193,6 +193,8 @@ def check_combination(config: RunConfig) -> None:
         methods = [c.name for c in config.method.section.components.values() if c.can("certifiable")]
         raise ConfigError(f"--stop certified needs an a-priori certificate (Theorem III.1), which only --method "
                           f"{' or '.join(methods)} has; got --method {config.method.name}")
+    if "network" in s and "problem" in s and config.network.can("needs_image") and config.problem.name != "image":
+        raise ConfigError(f"--network {config.network.name} is a convolutional image generator: use --signal image")
     if "certificate" in s and "loss" in s and "network" in s:
         form = config.certificate.lipschitz_form
         if form is not None and not config.network.can("certified_lipschitz"):

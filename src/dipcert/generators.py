@@ -45,6 +45,21 @@ class ConvGenerator(Network):
 
     type_name = ""
 
+    @staticmethod
+    def build_module(image_shape: tuple[int, int], **options) -> tuple[nn.Module, tuple[int, int, int]]:
+        """The architecture and the shape of its input z."""
+        raise NotImplementedError
+
+    @classmethod
+    def sizes(cls, image_shape: tuple[int, int], **options) -> tuple[int, int]:
+        """(trained parameters, activation entries) of one run, without allocating anything (for the
+        memory check): the activations are the outputs of every block, channels × pixels."""
+        with torch.device("meta"):
+            module, input_shape = cls.build_module(tuple(image_shape), **options)
+        parameters = sum(p.numel() for p in module.parameters())
+        channels = input_shape[0]
+        return parameters, channels * sum(h * w for h, w in module.sizes) + image_shape[0] * image_shape[1]
+
     def __init__(self, module: nn.Module, input_shape: tuple[int, int, int], image_shape: tuple[int, int], *,
                  seeds: Sequence[int], output_scale: float, input_scale: float, dtype: torch.dtype,
                  device: str | torch.device | None, settings: dict) -> None:
@@ -125,11 +140,17 @@ class ConvDecoder(ConvGenerator):
     def __init__(self, image_shape: tuple[int, int], *, channels: int = 64, layers: int = 6, kernel: int = 3,
                  input_size: int = 8, seeds: Sequence[int] = (0,), output_scale: float = 255.0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device | None = None) -> None:
-        start = (min(input_size, image_shape[0]), min(input_size, image_shape[1]))
-        module = _ConvDecoderModule(channels, _sizes(start, tuple(image_shape), layers), kernel)
-        super().__init__(module, (channels, *start), image_shape, seeds=seeds, output_scale=output_scale,
+        module, input_shape = self.build_module(image_shape, channels=channels, layers=layers, kernel=kernel,
+                                                input_size=input_size)
+        super().__init__(module, input_shape, image_shape, seeds=seeds, output_scale=output_scale,
                          input_scale=0.1, dtype=dtype, device=device,
-                         settings={"channels": channels, "layers": layers, "kernel": kernel})
+                         settings={"channels": channels, "layers": layers, "kernel": kernel, "input_size": input_size})
+
+    @staticmethod
+    def build_module(image_shape: tuple[int, int], *, channels: int = 64, layers: int = 6, kernel: int = 3,
+                     input_size: int = 8) -> tuple[nn.Module, tuple[int, int, int]]:
+        start = (min(input_size, image_shape[0]), min(input_size, image_shape[1]))
+        return _ConvDecoderModule(channels, _sizes(start, tuple(image_shape), layers), kernel), (channels, *start)
 
 
 class _DeepDecoderModule(nn.Module):
@@ -160,9 +181,18 @@ class DeepDecoder(ConvGenerator):
     def __init__(self, image_shape: tuple[int, int], *, channels: int = 64, layers: int = 5,
                  seeds: Sequence[int] = (0,), output_scale: float = 255.0, dtype: torch.dtype = torch.float32,
                  device: str | torch.device | None = None) -> None:
+        module, input_shape = self.build_module(image_shape, channels=channels, layers=layers)
+        super().__init__(module, input_shape, image_shape, seeds=seeds, output_scale=output_scale, input_scale=1.0,
+                         dtype=dtype, device=device, settings={"channels": channels, "layers": layers})
+
+    @staticmethod
+    def build_module(image_shape: tuple[int, int], *, channels: int = 64,
+                     layers: int = 5) -> tuple[nn.Module, tuple[int, int, int]]:
         start = tuple(max(1, s // 2**layers) for s in image_shape)
         sizes = [tuple(min(e, s * 2 ** (i + 1)) for s, e in zip(start, image_shape)) for i in range(layers)]
         sizes[-1] = tuple(image_shape)
-        super().__init__(_DeepDecoderModule(channels, sizes), (channels, *start), image_shape, seeds=seeds,
-                         output_scale=output_scale, input_scale=1.0, dtype=dtype, device=device,
-                         settings={"channels": channels, "layers": layers})
+        return _DeepDecoderModule(channels, sizes), (channels, *start)
+
+
+#: the generators by registry name
+GENERATORS: dict[str, type[ConvGenerator]] = {cls.type_name: cls for cls in (ConvDecoder, DeepDecoder)}

@@ -171,6 +171,7 @@ def estimate_run_bytes(
     auto_damping: bool = True,
     device: str = "cpu",
     stop_vectors: int = 1,
+    generator: tuple[int, int] | None = None,
 ) -> dict[str, int]:
     """Bytes a run needs, by item (see the module docstring), with the peak as ``"total"``.
 
@@ -184,7 +185,8 @@ def estimate_run_bytes(
     gradient descent (and its copy of V₀) exists on the CPU only. On CUDA the total is an upper
     bound of the device's share: it also counts what stays on the host (the float64 draws, SciPy).
     ``stop_vectors``: signals of size n (or m) the stopping rule keeps per run (the chosen iterate,
-    the averages, the variance window; :func:`stop_vector_count`).
+    the averages, the variance window; :func:`stop_vector_count`). ``generator``: for a convolutional
+    network, (parameters, activation entries) of one run (``ConvGenerator.sizes``).
     """
     for name, value in (("n", n), ("m", m), ("batch", batch), ("k", k), ("d", d)):
         _positive(name, value)
@@ -209,7 +211,12 @@ def estimate_run_bytes(
     held["operator"] = op_held
     if op_built > op_held:
         setup["setup: operator built in float64"] = (op_built - op_held, op_held)
-    if network == "mlp":
+    if generator is not None:  # a convolutional generator: parameters and autograd's saved activations
+        parameters, activations = generator
+        trained, largest, hidden, autograd, rank_one = B * parameters, B * parameters, B * activations, True, 0
+        fixed = 0  # (the inputs z: channels × a few pixels per run)
+        setup["setup: parameters drawn in float64"] = (trained * 8 * (1 + (s != 8)), op_held + fixed)
+    elif network == "mlp":
         sizes = [d, *(_positive("MLP width", w) for w in widths), n]
         if len(sizes) < 3:
             raise ValueError("an MLP needs at least one hidden width")

@@ -23,6 +23,7 @@ from .config import ConfigError, RunConfig
 from .images import check_image_size, load_image, psnr, save_png, ssim
 from .losses import KLLoss, Loss, LogisticLoss, MSELoss
 from .methods import build_method
+from .generators import GENERATORS
 from .networks import MLP, Network, TwoLayerDIP
 from .noise_level import NoiseLevel, estimate_noise_level, given_noise_level
 from .operators import GaussianBlur, GaussianMatrix, Inpainting, LinearOperator, Spectral
@@ -74,12 +75,14 @@ def check_before_work(config: RunConfig) -> None:
     breakdown = estimate_run_bytes(
         n=config.signal_size, m=measurements(config), batch=config.run.runs, itemsize=config.torch_dtype.itemsize,
         operator=config.operator.name, method=config.method.name, signal=config.problem.name, network=net.name,
-        k=net.values.get("width", 1), d=net.d, train=net.values.get("train") or "W", widths=net.values.get("widths", ()),
+        k=net.values.get("width", 1), d=net.values.get("d", 32), train=net.values.get("train") or "W",
+        widths=net.values.get("widths", ()),
         ode_solver=config.method.values.get("ode_solver", "RK45"),
         history_rows=history_rows(training.iters, training.record_every) if training else 0,
         certify=cert.certify or config.method.values.get("step") == "certified", device=config.run.device,
         auto_damping="auto" in (config.method.values.get("alpha"), config.method.values.get("beta")),
-        stop_vectors=stop_vector_count(stop.name, stop.values.get("window", 0), stop.average > 0) if stop else 0)
+        stop_vectors=stop_vector_count(stop.name, stop.values.get("window", 0), stop.average > 0) if stop else 0,
+        generator=GENERATORS[net.name].sizes(config.problem.size, **net.values) if net.can("convolutional") else None)
     check_fits(breakdown, config.run.device)
 
 
@@ -133,6 +136,9 @@ def build_network(config: RunConfig, problem: Problem) -> Network:
     layer is trained through z = W u (exact, theory.md §6) unless the method does not commute with
     that reduction (Adam): then through the full W."""
     net, seeds = config.network, [derive_seed(s, "network") for s in config.seeds]
+    if net.can("convolutional"):
+        return GENERATORS[net.name](problem.image_shape, **net.values, seeds=seeds, dtype=config.torch_dtype,
+                                    device=config.run.device)
     common = dict(d=net.d, activation=net.activation, seeds=seeds, dtype=config.torch_dtype, device=config.run.device)
     if net.name == "mlp":
         return MLP(problem.n, net.widths, **common)
@@ -433,8 +439,12 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
             obs_label += f" ({m['psnr_observation']:.1f} dB)"
         images = {"truth": outcome.truth_image, obs_label: observation, f"reconstruction ({m['psnr']:.1f} dB)": recon}
     c = outcome.config
-    width = f"k={c.network.width}, train {c.network.train}" if c.network.name == "two-layer" else \
-        f"MLP widths {','.join(map(str, c.network.widths))}"
+    if c.network.name == "two-layer":
+        width = f"k={c.network.width}, train {c.network.train}"
+    elif c.network.name == "mlp":
+        width = f"MLP widths {','.join(map(str, c.network.widths))}"
+    else:
+        width = f"{c.network.name}, {outcome.network.parameter_count:,} parameters"
     step = f", step {outcome.step:.3g}" if outcome.step is not None else ""
     status = m["status"]
     reason = outcome.result.config.get("divergence", [None])[0]
