@@ -20,23 +20,11 @@ from dipcert.optim import GradientDescent, train
 from dipcert.problems import Problem, gaussian_problem
 from dipcert.seeding import derive_seed
 
+from jacobians import dense_jacobian  # tests/jacobians.py
+
 
 def _net(problem, k, seeds, **kw):
     return TwoLayerDIP(problem.n, k, seeds=[derive_seed(s, "network") for s in seeds], **kw)
-
-
-def _jacobian(net, params, run=0):
-    """Dense autograd Jacobian of θ ↦ g(u, θ) for one run, columns in params order."""
-    names = list(params)
-
-    def f(*tensors):
-        p = {name: params[name].clone() for name in names}
-        for name, t in zip(names, tensors):
-            p[name][run] = t
-        return net.function(p)[run]
-
-    jac = torch.autograd.functional.jacobian(f, tuple(params[name][run] for name in names))
-    return torch.cat([j.reshape(net.n, -1) for j in jac], dim=1)
 
 
 def _square_problem(n, seeds, noise_std, well_conditioned):
@@ -108,14 +96,14 @@ def test_sigma_min_J0_equals_autograd_jacobian_singular_value(train_layers, para
     cert = certify(problem, net)
     params = net.initial_params()
     for run in range(2):
-        sv = torch.linalg.svdvals(_jacobian(net, params, run))
+        sv = torch.linalg.svdvals(dense_jacobian(net, params, run))
         assert cert["sigma_min_J0"].value[run] == pytest.approx(sv[-1].item(), rel=1e-10)
         assert cert["sigma_max_J0"].value[run] == pytest.approx(sv[0].item(), rel=1e-10)
 
 
 def test_mlp_gram_matches_autograd():
     net = MLP(3, [7, 6], d=2, seeds=[0])
-    jac = _jacobian(net, net.initial_params())
+    jac = dense_jacobian(net, net.initial_params())
     torch.testing.assert_close(jacobian_gram(net)[0], jac @ jac.T, rtol=1e-12, atol=1e-14)
 
 
@@ -136,7 +124,7 @@ def test_every_lipschitz_bound_exceeds_sampled_ratios(train_layers):
                 scale = radius * torch.rand(1, generator=gen).item() / norm
                 pts.append({name: params0[name] + scale * steps[name] for name in params0})
             dist = math.sqrt(sum((pts[0][n] - pts[1][n]).pow(2).sum().item() for n in params0))
-            diff = _jacobian(net, pts[0]) - _jacobian(net, pts[1])
+            diff = dense_jacobian(net, pts[0]) - dense_jacobian(net, pts[1])
             worst = max(worst, torch.linalg.matrix_norm(diff, ord=2).item() / dist)
         for form in forms:
             bound = lipschitz_bound(net, form).fn(np.array([radius]))[0]

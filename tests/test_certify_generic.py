@@ -16,6 +16,8 @@ from dipcert.optim import GradientDescent, train
 from dipcert.problems import PoissonNoise, Problem, gaussian_problem, image_problem
 from dipcert.steps import auto_step
 
+from jacobians import dense_jacobian  # tests/jacobians.py
+
 # y = 0, 0 < y < ε, y = ε and y > ε: every branch of the continuation (ε = 0.5)
 Y = torch.tensor([[0.0, 0.2, 0.5, 1.0, 3.0]], dtype=torch.float64)
 
@@ -205,20 +207,6 @@ def test_losses_without_a_certificate_raise_no_certificate():
 # ---------------------------------------------------------------- the MLP of Definition II.1
 
 
-def _dense_jacobian(net, params, run):
-    """J_g(θ) of one run by autograd, float64, columns in params order."""
-    params = {k: p.detach().double() for k, p in params.items()}
-
-    def f(*tensors):
-        p = {k: params[k].clone() for k in params}
-        for k, t in zip(params, tensors):
-            p[k][run] = t
-        return net.function(p)[run]
-
-    jac = torch.autograd.functional.jacobian(f, tuple(params[k][run] for k in params))
-    return torch.cat([j.reshape(net.n, -1) for j in jac], dim=1)
-
-
 @pytest.mark.parametrize("widths", [(9,), (7, 5), (4, 6, 5)])
 def test_mlp_gram_from_jacobian_products_matches_the_dense_jacobian(widths):
     """Layer-wise (‖g⁽ˡ⁻¹⁾‖² B_l B_lᵀ) and generic (VJP then JVP) Gram matrices, both float64 from
@@ -228,7 +216,7 @@ def test_mlp_gram_from_jacobian_products_matches_the_dense_jacobian(widths):
     layerwise, generic = jacobian_gram(net), _generic_gram(net, params, chunk_elements=40)
     assert layerwise.dtype == generic.dtype == torch.float64
     for run in range(2):
-        jac = _dense_jacobian(net, params, run)
+        jac = dense_jacobian(net, params, run)
         dense = jac @ jac.T
         scale = dense.abs().max()
         assert ((layerwise[run] - dense).abs().max() / scale).item() < 1e-10
@@ -240,7 +228,7 @@ def test_jacobian_difference_norm_is_a_lower_estimate_that_converges():
     gen = torch.Generator().manual_seed(3)
     p = net.initial_state()
     q = {k: v + 0.3 * torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in p.items()}
-    exact = torch.linalg.matrix_norm(_dense_jacobian(net, p, 0) - _dense_jacobian(net, q, 0), ord=2).item()
+    exact = torch.linalg.matrix_norm(dense_jacobian(net, p, 0) - dense_jacobian(net, q, 0), ord=2).item()
     few = _jacobian_difference_norm(net, p, q, 2, torch.Generator().manual_seed(0)).item()
     many = _jacobian_difference_norm(net, p, q, 300, torch.Generator().manual_seed(0)).item()
     assert few <= exact * (1 + 1e-12) and many <= exact * (1 + 1e-12)

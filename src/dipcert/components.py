@@ -18,6 +18,7 @@ import torch
 
 from .activations import ACTIVATIONS
 from .certify import LIPSCHITZ_FORMS
+from .generators import ConvDecoder, DeepDecoder
 from .images import BUILTIN_IMAGES
 from .methods import METHOD
 from .networks import TRAINABLE, V_LAWS
@@ -139,11 +140,11 @@ NETWORK_NAME, _networks = choice("network", [
               (WIDTH, D, TRAIN, ACTIVATION, V_LAW), frozenset({"certified_lipschitz", "reduction"})),
     Component("mlp", "the deep network of Definition II.1 (no biases, all layers trained)", (WIDTHS, D, ACTIVATION),
               frozenset(), _NO_CERTIFIED_STEP),
-    Component("conv-decoder", "ConvDecoder (Darestani and Heckel, 2021): upsampling, 3x3 convolutions, ReLU, "
+    Component(ConvDecoder.type_name, "ConvDecoder (Darestani and Heckel, 2021): upsampling, 3x3 convolutions, ReLU, "
               "channel normalization; trained by adam unless --method says otherwise",
               (CHANNELS, LAYERS, KERNEL, INPUT_SIZE), _CONVOLUTIONAL,
               {"network.layers": 6, "method.method": "adam", **_NO_CERTIFIED_STEP}),
-    Component("deep-decoder", "Deep Decoder (Heckel and Hand, 2019): 1x1 convolutions, upsampling, ReLU, channel "
+    Component(DeepDecoder.type_name, "Deep Decoder (Heckel and Hand, 2019): 1x1 convolutions, upsampling, ReLU, channel "
               "normalization, under-parametrized; trained by adam unless --method says otherwise",
               (CHANNELS, LAYERS), _CONVOLUTIONAL, {"network.layers": 5, "method.method": "adam", **_NO_CERTIFIED_STEP}),
 ], "two-layer", "Generator g(u, θ)")
