@@ -110,6 +110,13 @@ def rules_for(case: tuple, settings: dict) -> dict[str, tuple[StopRule, float]]:
     return rules
 
 
+def write_between_markers(path: Path, table: str) -> None:
+    """Replace what ``path`` holds between its lines START and END by ``table``."""
+    text = path.read_text()
+    start, end = text.index(START) + len(START), text.index(END)
+    path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one seed, camera and coins")
@@ -190,10 +197,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.markdown:
-        path = Path(args.markdown)
-        text = path.read_text()
-        start, end = text.index(START) + len(START), text.index(END)
-        path.write_text(text[:start] + "\n" + summary + "\n\n" + table + "\n" + text[end:])
+        write_between_markers(Path(args.markdown), summary + "\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,19 @@ def test_convolutional_generator_counts_its_parameters_and_activations():
     assert b["trained parameters"] == 2 * parameters * 4
     assert b["gradients and activations"] == 8 * (2 * activations + 2 * (4096 + 4096)) * 4 + 2 * parameters * 4
     assert "V0" not in b
+
+
+def test_convolutional_certificate_budgets_the_matrix_free_path():
+    """No n×n Gram matrix for a convolutional generator: the Lanczos basis (EIGEN_MAX_ITER + 1
+    vectors per run) and float64 Jacobian products, linear in n (at 256×256 the dense Gram would
+    need 2·n²·8 = 69 GB; this, 1.8 GB)."""
+    from dipcert.certify import EIGEN_MAX_ITER
+    from dipcert.generators import ConvDecoder
+
+    n = 256 * 256
+    parameters, activations = ConvDecoder.sizes((256, 256))
+    b = estimate_run_bytes(n=n, m=n, batch=1, itemsize=4, operator="blur", method="adam", network="conv-decoder",
+                           generator=(parameters, activations), history_rows=0, certify=True)
+    lanczos = (EIGEN_MAX_ITER + 1) * n * 8
+    assert b["setup: certificate"] == lanczos + 3 * parameters * 8 + 32 * (activations + 2 * n) * 8
+    assert b["setup: certificate"] < 2 * n * n * 8 / 30

@@ -19,9 +19,15 @@ Losses enter through ψ, ℓ₂ (a Lipschitz constant of ∇L_y) and the minimiz
 L is ℓ₂ times the MSE bound with ‖y_0 − v*‖ (MSE: ℓ₂ = 1, v* = y); the KL loss with a continuation
 (ε > 0) has finite ℓ₂ and gets a verdict, the exact KL (ε = 0) only estimates.
 
-Networks without proven bounds (the MLP of Definition II.1) get Lip(J_g) and L as estimates: their
-``condition_4`` is undecided, and ``condition_4_on_estimates`` says what the same test gives on
-the estimates (not a certificate). Losses without a KL desingularizer (logistic; KL without
+Networks without proven bounds (the MLP of Definition II.1, the convolutional generators) get
+Lip(J_g) and L as estimates: their ``condition_4`` is undecided, and ``condition_4_on_estimates``
+says what the same test gives on the estimates (not a certificate). The two-layer net and the MLP
+have exact spectra of J_g(θ_0) from the dense n×n Gram matrix; every other network gets them
+matrix-free, from Lanczos Ritz values (:mod:`dipcert.spectra`): σ_max(J_g(θ_0)) as a lower bound,
+σ_min(J_g(θ_0)) as an upper bound (not the lower bound (4) needs), or σ_min = 0 exactly when the
+network has fewer trained parameters than pixels (rank J_g ≤ p < n), and then (4) fails.
+``norm_AJ0_sq`` = ‖A J_g(θ_0)‖², the scale of the Gauss–Newton step heuristics, is a Lanczos lower
+bound for every network. Losses without a KL desingularizer (logistic; KL without
 ``v_max``) raise :class:`NoCertificate` with the reason.
 
 ``dynamics="flow"`` gives the gradient-flow version (theory.md §3.1): ν1 = 1, the time t in place
@@ -41,6 +47,7 @@ from torch import Tensor
 from .losses import DesingularizerUnavailable, KLLoss, Loss, MSELoss
 from .networks import MLP, Network, Params, TwoLayerDIP
 from .problems import Problem
+from .spectra import ExtremeEigen, dense_operator, extreme_eigenpairs, gauss_newton_operator, ntk_operator
 
 
 class NoCertificate(ValueError):
@@ -150,6 +157,53 @@ def _extreme_eigenvalues(gram: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return eig[:, 0], eig[:, -1]
 
 
+#: Defaults of the matrix-free spectra (Lanczos): residual tolerance relative to θ_max, and step limit.
+EIGEN_TOL = 1e-6
+EIGEN_MAX_ITER = 300
+
+
+def parameter_count(params: Params) -> int:
+    """Trained parameters p of one run: rank J_g ≤ min(n, p)."""
+    return sum(t[0].numel() for t in params.values())
+
+
+def jacobian_extremes(
+    net: Network, params: Params | None = None, *, tol: float = EIGEN_TOL, max_iter: int = EIGEN_MAX_ITER,
+    seed: int = 0,
+) -> ExtremeEigen:
+    """λ_max and, when p ≥ n, λ_min of J_g(θ) J_g(θ)ᵀ (θ = θ_0 by default) per run, matrix-free:
+    Lanczos (:func:`dipcert.spectra.extreme_eigenpairs`) on Jacobian products, J never formed. With
+    p < n only λ_max is computed (λ_min = 0 exactly: rank J ≤ p < n). The largest Ritz value is a
+    lower bound on λ_max, the smallest an upper bound on λ_min (Courant–Fischer)."""
+    params = params if params is not None else net.initial_state()
+    ends = ("largest", "smallest") if parameter_count(params) >= net.n else ("largest",)
+    return extreme_eigenpairs(ntk_operator(net, params), net.n, net.batch, ends=ends, tol=tol,
+                              max_iter=max_iter, seed=seed, device=net.device)
+
+
+def gauss_newton_norm(
+    problem: Problem, net: Network, gram: Tensor | None = None, *, tol: float = EIGEN_TOL,
+    max_iter: int = EIGEN_MAX_ITER, seed: int = 0,
+) -> ExtremeEigen:
+    """‖A J_g(θ_0)‖² = λ_max(A J Jᵀ Aᵀ) per run by Lanczos on A (J (Jᵀ (Aᵀ w))), with J Jᵀ the dense
+    ``gram`` when given, else from Jacobian products: the Ritz value is a lower bound
+    (Courant–Fischer), within its residual of an eigenvalue."""
+    ntk = dense_operator(gram) if gram is not None else ntk_operator(net, net.initial_state())
+    return extreme_eigenpairs(gauss_newton_operator(problem, ntk), problem.m, net.batch, ends=("largest",),
+                              tol=tol, max_iter=max_iter, seed=seed, device=net.device)
+
+
+def _ritz_note(result: ExtremeEigen, end: str, what: str) -> str:
+    """The note of a quantity from a Ritz value: which bound it is, the residual, convergence."""
+    pair = result[end]
+    bound = "a lower bound on lambda_max" if end == "largest" else "an upper bound on lambda_min"
+    unresolved = ""
+    if end == "smallest" and bool(np.any(pair.residual >= np.abs(pair.value))):
+        unresolved = "; the residual exceeds the value in some runs: only the bound stands, not an estimate"
+    return (f"{what} from the {end} Ritz value of a Lanczos run, {bound} (Courant-Fischer); an eigenvalue "
+            f"lies within the residual of it. {result.describe(end)}{unresolved}")
+
+
 # ---------------------------------------------------------------- Lipschitz constant of J_g
 
 
@@ -234,8 +288,13 @@ def sampled_lipschitz(
     Each pair lies in a ball B(θ_0, r) with r log-uniform between min(radius, 10⁻³‖θ_0‖) and radius
     (a wide ball of a bounded activation is mostly saturated: small r see the curvature near θ_0);
     θ is drawn in it and θ' on the segment from θ to a second point of it, at a fraction
-    10^(−U(0, 3)). Each ‖J(θ) − J(θ')‖ is estimated from below by ``power_iters`` power iterations
-    on (J − J')(J − J')ᵀ with vector–Jacobian and Jacobian–vector products: no Jacobian is formed.
+    10^(−U(0, 3)) (points: a N(0, I) direction scaled to radius r·U(0, 1)). Each ‖J(θ) − J(θ')‖ is
+    estimated from below by ``power_iters`` power iterations on (J − J')(J − J')ᵀ with
+    vector–Jacobian and Jacobian–vector products (no Jacobian is formed), as ‖(J − J')ᵀw‖ for a unit
+    w. All draws come from ``generator`` (seed 0 by default), shared by the runs; the products are
+    in the network's dtype. Every ratio is, up to rounding, at most the Lipschitz constant on the
+    ball: the maximum is a lower bound on it (the supremum need not be attained by the pairs), and
+    certify reports it as an estimate. Cost: ``pairs`` × ``power_iters`` × 4 products.
     """
     gen = generator or torch.Generator().manual_seed(0)
     theta0 = net.initial_state()
@@ -283,10 +342,16 @@ def _jacobian_difference_norm(net: Network, p: Params, q: Params, iters: int, ge
 def hessian_norm_estimate(
     problem: Problem, net: Network, loss: Loss, iters: int = 10, rtol: float = 1e-3
 ) -> np.ndarray:
-    """‖∇²_θ L_y(A g(u, θ_0))‖ by power iteration on Hessian-vector products (autograd).
+    """‖∇²_θ F(θ_0)‖ per run, F(θ) = L_y(A g(u, θ)), by power iteration (the runs' losses are summed:
+    their Hessian is block diagonal, one block per run).
 
-    Power iteration approaches the largest |eigenvalue| from below, and L is a supremum over a
-    region, so this is an *estimate* that may fall below the true L.
+    Start: one N(0, I) vector over one run's parameter shapes, from seed 0, the same for every run.
+    Each iteration normalizes v per run, forms h = ∇²F(θ_0) v by forward-over-reverse autograd
+    (``jvp`` of ``grad``, in the network's dtype) and takes |⟨v, h⟩|, then v ← h. A run stops when
+    its value changes by at most ``rtol`` relative, or after ``iters`` iterations; its value does not
+    depend on the other runs of its batch. Each value is a Rayleigh quotient, so it is at most
+    ‖∇²F(θ_0)‖ ≤ L (a lower bound on L, the supremum over a region containing θ_0); certify
+    multiplies it by a safety factor, which makes it an *estimate* in neither direction.
     """
     op, y = problem.operator, problem.y
     params = net.initial_state()
@@ -298,13 +363,17 @@ def hessian_norm_estimate(
     # the same start for every run: a run's estimate does not depend on its batch
     vec = {k: torch.randn(p.shape[1:], generator=gen, dtype=torch.float64).to(p).expand_as(p) for k, p in params.items()}
     estimate = torch.zeros(net.batch, dtype=torch.float64, device=y.device)
+    done = torch.zeros(net.batch, dtype=torch.bool, device=y.device)
     for _ in range(iters):
         norm = sum(v.pow(2).flatten(1).sum(-1) for v in vec.values()).sqrt()
         vec = {k: v / norm.view(-1, *([1] * (v.dim() - 1))) for k, v in vec.items()}
         _, hv = torch.func.jvp(torch.func.grad(objective), (params,), (vec,))
-        previous, estimate = estimate, sum((hv[k] * vec[k]).flatten(1).sum(-1) for k in vec).abs().double()
+        current = sum((hv[k] * vec[k]).flatten(1).sum(-1) for k in vec).abs().double()
+        settled = (current - estimate).abs() <= rtol * current
+        estimate = torch.where(done, estimate, current)
+        done |= settled
         vec = hv
-        if bool(((estimate - previous).abs() <= rtol * estimate).all()):
+        if bool(done.all()):
             break
     return estimate.cpu().numpy()
 
@@ -484,12 +553,13 @@ class Certificate:
             return (f"Condition (4) holds (R - R' = {margin:.4g} > 0) and step {step:.4g} < 1/L = {1 / L:.4g}: "
                     "Theorem III.1 applies to this run" + self._assumed() + ".")
         reasons = []
-        if self.dynamics == "gd" and step * L >= 1:
+        bounded = q["L"].kind == "upper bound"  # else sigma_min = 0 (p < n) alone decided: L is an estimate
+        if bounded and self.dynamics == "gd" and step * L >= 1:
             reasons.append(f"step {step:.4g} >= 1/L = {1 / L:.4g} (try --step certified)")
-        elif margin <= 0:
+        elif bounded and margin <= 0:
             reasons.append(f"R' >= R (margin {margin:.4g}; a wider network or a smaller initial loss helps)")
         if q["sigma_min_J0"].value[run] <= 0:
-            reasons.append("sigma_min(J_g(0)) = 0")
+            reasons.append(f"sigma_min(J_g(0)) = 0 ({q['sigma_min_J0'].note})")
         return "Condition (4) does not hold: " + "; ".join(reasons) + "."
 
     def _assumed(self) -> str:
@@ -598,6 +668,8 @@ def certify_forms(
     dynamics: str = "gd",
     lipschitz_pairs: int = 10,
     seed: int = 0,
+    eigen_tol: float = EIGEN_TOL,
+    eigen_max_iter: int = EIGEN_MAX_ITER,
 ) -> list[Certificate]:
     """One certificate per Lipschitz form, sharing the spectra, the NTK Gram matrix and the Hessian
     estimate (computed once).
@@ -612,6 +684,13 @@ def certify_forms(
     constants are unknown: theory.md §4.2): no verdict, only what the a-posteriori bound needs.
     Networks without a Lipschitz bound (the MLP) get Lip(J_g) estimated by :func:`sampled_lipschitz`
     on B(θ_0, R') with ``lipschitz_pairs`` pairs drawn from ``seed``.
+    Networks other than the two-layer net and the MLP (the convolutional generators) get the spectra
+    of J_g(θ_0) and ‖A J_g(θ_0)‖² (reported for every network, ``norm_AJ0_sq``) matrix-free, by
+    Lanczos (:func:`jacobian_extremes`, :func:`gauss_newton_norm`) stopped at the residual
+    ``eigen_tol`` · θ_max or after ``eigen_max_iter`` products, from a start vector drawn from ``seed``:
+    σ_max(J_g(θ_0)) and ‖A J_g(θ_0)‖² as lower bounds, σ_min(J_g(θ_0)) as an upper bound (Ritz
+    values, Courant–Fischer), or 0 exactly when the p trained parameters are fewer than n (rank J_g ≤
+    p): then (4) fails.
 
     Raises :class:`NoCertificate` for a loss without a desingularizer (logistic; KL without v_max).
     """
@@ -640,10 +719,34 @@ def certify_forms(
     offset = (minimizer - y).double().norm(dim=-1).cpu().numpy()
     shared["argmin_offset"] = _q(offset, "exact", "||v* - y||, v* the minimizer of L_y (0 unless the loss moves it)")
 
-    lam_min, lam_max = _extreme_eigenvalues(jacobian_gram(network))
-    sigma_J, sigma_max_J = np.sqrt(np.maximum(lam_min, 0)), np.sqrt(lam_max)
-    shared["sigma_min_J0"] = _q(sigma_J, "exact", "sqrt(lambda_min(J J^T)) at theta_0 (float64 eigensolver)")
-    shared["sigma_max_J0"] = _q(sigma_max_J, "exact", "sqrt(lambda_max(J J^T)) at theta_0")
+    n, p = problem.n, parameter_count(params0)
+    rank_deficient = False  # p < n: σ_min(J_g(θ_0)) = 0 exactly, and (4) fails
+    eigen = dict(tol=eigen_tol, max_iter=eigen_max_iter, seed=seed)
+    gram = None
+    if isinstance(network, (TwoLayerDIP, MLP)):  # the dense Gram matrix, in closed form or layer by layer
+        gram = jacobian_gram(network)
+        lam_min, lam_max = _extreme_eigenvalues(gram)
+        sigma_J, sigma_max_J = np.sqrt(np.maximum(lam_min, 0)), np.sqrt(lam_max)
+        shared["sigma_min_J0"] = _q(sigma_J, "exact", "sqrt(lambda_min(J J^T)) at theta_0 (float64 eigensolver)")
+        shared["sigma_max_J0"] = _q(sigma_max_J, "exact", "sqrt(lambda_max(J J^T)) at theta_0")
+    else:
+        spectrum = jacobian_extremes(network, params0, **eigen)
+        sigma_max_J = np.sqrt(np.maximum(spectrum["largest"].value, 0))
+        if p < n:
+            rank_deficient, sigma_J = True, np.zeros(batch)
+            shared["sigma_min_J0"] = _q(sigma_J, "exact", f"0: {p} trained parameters < n = {n}, so rank J_g(0) <= p "
+                                        "< n and lambda_min(J J^T) = 0; (4) cannot hold")
+        else:
+            sigma_J = np.sqrt(np.maximum(spectrum["smallest"].value, 0))
+            shared["sigma_min_J0"] = _q(sigma_J, "upper bound", _ritz_note(spectrum, "smallest",
+                                                                             "sqrt(lambda_min(J J^T)) at theta_0"))
+        shared["sigma_max_J0"] = _q(sigma_max_J, "lower bound", _ritz_note(spectrum, "largest",
+                                                                         "sqrt(lambda_max(J J^T)) at theta_0"))
+    gauss_newton = gauss_newton_norm(problem, network, gram, **eigen)
+    del gram
+    shared["norm_AJ0_sq"] = _q(gauss_newton["largest"].value, "lower bound", _ritz_note(
+        gauss_newton, "largest", "||A J_g(theta_0)||^2 = lambda_max(A J J^T A^T) (the auto step of gd is 1/this, "
+        "by power iteration)"))
 
     certified_L = isinstance(network, TwoLayerDIP) and bool(np.all(np.isfinite(ell2)))
     if hessian_iters > 0:
@@ -677,7 +780,7 @@ def certify_forms(
         else:
             L = hess
             q["L"] = _q(L, "estimate", "no certified bound for this loss/network: Hessian power estimate")
-        n, k = problem.n, getattr(network, "k", None)
+        k = getattr(network, "k", None)
         if k is not None and isinstance(loss, MSELoss):
             L_paper = paper_constant * (norm_A**2 * n / k + norm_A * residual0 * math.sqrt(n / k))
             q["L_paper"] = _q(L_paper, "estimate", f"(10) with its unknown constant set to {paper_constant}")
@@ -732,9 +835,15 @@ def certify_forms(
             if q.get("v_max") is not None and q["v_max"].kind == "assumption":
                 note += ", assuming every observation stays <= v_max (check_domain)"
             q["condition_4"] = _q(np.where(holds, 1.0, 0.0), "verdict", note)
+        elif rank_deficient:
+            q["condition_4"] = _q(np.zeros(batch), "verdict", f"fails: sigma_min(J_g(0)) = 0 exactly ({p} trained "
+                                  f"parameters < n = {n})")
         else:
-            q["condition_4"] = _q(np.full(batch, math.nan), "verdict",
-                                  "L or Lip(J) is only estimated for this loss/network")
+            estimated = "L or Lip(J) is only estimated for this loss/network"
+            if not isinstance(network, (TwoLayerDIP, MLP)):
+                estimated = ("L, Lip(J) and sigma_min(J_g(0)) are only estimated for this network (sigma_min by a "
+                             "Ritz value: an upper bound, where (4) needs a lower one)")
+            q["condition_4"] = _q(np.full(batch, math.nan), "verdict", estimated)
             q["condition_4_on_estimates"] = _q(np.where(holds, 1.0, 0.0), "estimate",
                                                "the test of (4) with the estimated L and Lip(J): not a certificate")
         q["margin"] = _q(R - R_prime, "lower bound" if certified_L else "estimate", "R - R'")
@@ -774,7 +883,9 @@ def certify_forms(
                                   "no a-priori certificate is known for this method (docs/theory.md 4.2); "
                                   "see the a-posteriori recovery bound")
         settings = {"hessian_iters": hessian_iters, "hessian_safety": hessian_safety, "paper_constant": paper_constant,
-                    "corollary_constants": list(corollary_constants), "dist": dist, "dynamics": dynamics}
+                    "corollary_constants": list(corollary_constants), "dist": dist, "dynamics": dynamics,
+                    "lipschitz_pairs": lipschitz_pairs, "seed": seed, "eigen_tol": eigen_tol,
+                    "eigen_max_iter": eigen_max_iter}
         return Certificate(q, loss, form, settings, dynamics)
 
     return [assemble(form) for form in lipschitz_forms]

@@ -56,7 +56,7 @@ COMMANDS: dict[str, Command] = {
                                                                     "training.record_every",
                                                                     "training.stall_patience",
                                                                     "certificate.certify"}),
-                       defaults={"method.step": "certified", "certificate.certify": True}, requires={"method": "certifiable"}),
+                       defaults={"method.method": "gd", "method.step": "certified", "certificate.certify": True}, requires={"method": "certifiable"}),
     "reproduce": Command((REPRODUCE,)),
 }
 
@@ -182,7 +182,10 @@ def _report_solve(outcome, paths) -> None:
     m = outcome.metrics
     for note in outcome.notes:
         click.echo(f"note: {note}", err=True)
-    line = (f"{m['method']}: {m['status']} after {m['iterations']} iterations ({m['gradient_evaluations']} gradient "
+    network = m["details"]["network"]
+    count = network.get("parameters_per_run")
+    generator = m["config"]["network"]["network"] + (f" ({count:,} parameters)" if count else "")
+    line = (f"{generator}, {m['method']}: {m['status']} after {m['iterations']} iterations ({m['gradient_evaluations']} gradient "
             f"evaluations) in {m['seconds']:.1f} s; final loss {m['final_loss']:.3g}")
     if "psnr" in m:
         line += f"; PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"

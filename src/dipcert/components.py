@@ -18,7 +18,7 @@ import torch
 
 from .activations import ACTIVATIONS
 from .certify import LIPSCHITZ_FORMS
-from .generators import ConvDecoder, DeepDecoder
+from .generators import UPSAMPLING, ConvDecoder, DeepDecoder, Skip
 from .images import BUILTIN_IMAGES
 from .methods import METHOD
 from .networks import TRAINABLE, V_LAWS
@@ -129,12 +129,26 @@ V_LAW = Option("v_law", str, "rademacher", "Law of the entries of V_0 (A-8).", c
 WIDTHS = Option("widths", tuple, (256,), "Hidden widths N_1,…,N_{L-1} of the MLP (Definition II.1); depth L = count + 1.",
                 item=int, low=1, high=1 << 20)
 CHANNELS = Option("channels", int, 64, "Channels of every layer of a convolutional generator.", low=1, high=4096)
-LAYERS = Option("layers", int, None, "Upsampling blocks of a convolutional generator.", low=1, high=16,
-                default_text="6 for conv-decoder, 5 for deep-decoder")
+LAYERS = Option("layers", int, None, "Upsampling blocks (levels of the skip network) of a convolutional generator.",
+                low=1, high=16, default_text="6 for conv-decoder, 5 for deep-decoder and skip")
 KERNEL = Option("kernel", int, 3, "Convolution kernel size of the ConvDecoder (odd).", low=1, high=15)
 INPUT_SIZE = Option("input_size", int, 8, "Side of the ConvDecoder's fixed random input z.", low=1, high=1024,
                     unit="pixels")
+SKIP_CHANNELS = Option("skip_channels", int, 4, "Channels of each skip connection of the skip network (0: none).",
+                       low=0, high=4096)
+INPUT_CHANNELS = Option("input_channels", int, 32, "Channels of the skip network's random input z (image-sized).",
+                        low=1, high=4096)
+UPSAMPLE = Option("upsample", str, "bilinear", "Upsampling of the skip network's decoder.", choices=UPSAMPLING)
+REG_NOISE_STD = Option("reg_noise_std", float, 0.0, "Std of the Gaussian perturbation of the input z redrawn at "
+                       "every training pass (Ulyanov et al. 2018: 1/30 denoising, 0.03 inpainting; 0: off). The "
+                       "loss, stopping and reconstruction see the perturbed output (their result averages it: --average 0.99).",
+                       low=0, high=1e3)
 _CONVOLUTIONAL = frozenset({"needs_image", "convolutional"})
+#: What every convolutional generator implies (measured in docs/generators.md): Adam, as in the DIP literature;
+#: 3000 iterations (the best iterates of the σ = 2.5 blur lie at 2300-3000); the variance rule with the window
+#: and patience of the ES-WMV code for the DIP (100, 1000), where the two-layer network's 10 and 20 stop far too early.
+_GENERATOR_DEFAULTS = {"method.method": "adam", **_NO_CERTIFIED_STEP, "training.iters": 3000, "stopping.window": 100,
+                       "stopping.variance_patience": 1000}
 NETWORK_NAME, _networks = choice("network", [
     Component("two-layer", "the two-layer DIP (9), trained through z = W u where exact",
               (WIDTH, D, TRAIN, ACTIVATION, V_LAW), frozenset({"certified_lipschitz", "reduction"})),
@@ -142,11 +156,19 @@ NETWORK_NAME, _networks = choice("network", [
               frozenset(), _NO_CERTIFIED_STEP),
     Component(ConvDecoder.type_name, "ConvDecoder (Darestani and Heckel, 2021): upsampling, 3x3 convolutions, ReLU, "
               "channel normalization; trained by adam unless --method says otherwise",
-              (CHANNELS, LAYERS, KERNEL, INPUT_SIZE), _CONVOLUTIONAL,
-              {"network.layers": 6, "method.method": "adam", **_NO_CERTIFIED_STEP}),
+              (CHANNELS, LAYERS, KERNEL, INPUT_SIZE, REG_NOISE_STD), _CONVOLUTIONAL,
+              {"network.layers": 6, **_GENERATOR_DEFAULTS}),
     Component(DeepDecoder.type_name, "Deep Decoder (Heckel and Hand, 2019): 1x1 convolutions, upsampling, ReLU, channel "
               "normalization, under-parametrized; trained by adam unless --method says otherwise",
-              (CHANNELS, LAYERS), _CONVOLUTIONAL, {"network.layers": 5, "method.method": "adam", **_NO_CERTIFIED_STEP}),
+              (CHANNELS, LAYERS, REG_NOISE_STD), _CONVOLUTIONAL,
+              {"network.layers": 5, **_GENERATOR_DEFAULTS}),
+    Component(Skip.type_name, "the Deep Image Prior's encoder-decoder with skip connections (Ulyanov, Vedaldi and "
+              "Lempitsky, 2018): stride-2 and 3x3 convolutions, 1x1 skip branches, upsampling, LeakyReLU, "
+              "channel normalization; defaults from their code (5 levels, 4 skip and 32 input channels, "
+              "bilinear upsampling) but 64 channels instead of 128, to run on a CPU; trained by adam unless "
+              "--method says otherwise",
+              (CHANNELS, LAYERS, SKIP_CHANNELS, INPUT_CHANNELS, UPSAMPLE, REG_NOISE_STD), _CONVOLUTIONAL,
+              {"network.layers": 5, **_GENERATOR_DEFAULTS}),
 ], "two-layer", "Generator g(u, θ)")
 NETWORK = Section("network", "the generator", _networks, NETWORK_NAME)
 
@@ -160,7 +182,7 @@ DTYPE = Option("dtype", str, None, "Floating-point type.", choices=tuple(DTYPES)
 RUN = Section("run", "seeds, batch, device", {"run": Component("run", "", (SEED, RUNS, DEVICE, DTYPE))})
 
 ITERS = Option("iters", int, None, "Iteration limit.", low=1, high=10**9,
-               default_text="500 for images, 1e5 for gaussian")
+               default_text="500 for images (3000 for the convolutional generators), 1e5 for gaussian")
 LOSS_TOL = Option("loss_tol", float, None, "Stop a run when its loss reaches this.", low=0,
                   default_text="0 for images, 1e-14 for gaussian")
 RECORD_EVERY = Option("record_every", int, None, "Record the history every this many iterations.", low=1,

@@ -72,18 +72,24 @@ class RunConfig:
     def build(cls, given: Mapping[str, Mapping[str, Any]] | None = None,
               sections: Iterable[Section] = RUN_SECTIONS, defaults: Mapping[str, Any] | None = None) -> "RunConfig":
         """The configuration from ``given`` (section → option → value); ``defaults`` (``"section.option"``
-        → value) replace registry defaults (a command's own default, e.g. certify's step)."""
+        → value) replace registry defaults (a command's own default, e.g. certify's step). A command's
+        choice of component (certify's gd) is kept over what the components chosen before imply (a
+        generator's Adam); its option defaults yield to them (the MLP implies the automatic step over
+        certify's certified one)."""
         given = {name: dict(values) for name, values in (given or {}).items()}
         sections = {s.name: s for s in sections}
         for name in given:
             if name not in sections:
                 raise ConfigError(f"unknown section [{name}]; allowed: {', '.join(sections)}")
         implied: dict[str, Any] = dict(defaults or {})
+        commanded = set(implied)
+        selectors = {section.selector.key for section in sections.values() if section.selector is not None}
         resolved = {}
         for name, section in sections.items():  # in order: a component may imply the next ones' defaults
             values = given.get(name, {})
             component = _chosen_component(section, values, implied)
-            implied.update(component.implies)
+            implied.update({key: value for key, value in component.implies.items()
+                            if not (key in commanded and key in selectors)})
             resolved[name] = SectionConfig(section, component, _section_values(section, component, values, implied))
         config = cls(resolved)
         config._apply_rules()
@@ -195,6 +201,18 @@ def check_combination(config: RunConfig) -> None:
                           f"{' or '.join(methods)} has; got --method {config.method.name}")
     if "network" in s and "problem" in s and config.network.can("needs_image") and config.problem.name != "image":
         raise ConfigError(f"--network {config.network.name} is a convolutional image generator: use --signal image")
+    if "network" in s and "problem" in s and config.network.can("convolutional"):
+        from .generators import GENERATORS
+
+        try:  # the architecture fits the image (built on the meta device: nothing allocated)
+            GENERATORS[config.network.name].sizes(config.problem.size, **config.network.values)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if ("network" in s and "method" in s and config.network.values.get("reg_noise_std")
+            and config.method.can("ode")):
+        raise ConfigError(f"--reg-noise-std redraws the network's input at every gradient evaluation: --method "
+                          f"{config.method.name} integrates an ODE, which needs a deterministic vector field; use "
+                          "--reg-noise-std 0 or a discrete method")
     if "certificate" in s and "loss" in s and "network" in s:
         form = config.certificate.lipschitz_form
         if form is not None and not config.network.can("certified_lipschitz"):

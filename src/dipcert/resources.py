@@ -5,15 +5,16 @@ size n, m measurements, width k, input size d, bytes per entry s): the network (
 largest array; the fused kernel's transposed copy of it; W₀ when Adam trains the full W), the
 trained parameters, the method's state (velocities, Adam's moments, SciPy's Runge–Kutta stages in
 float64), the operator (dense n×n or m×n matrices), the certificate's work (n×n Gram matrices in
-float64 and the eigensolver's copy, Hessian-vector products) and the history. Memory peaks either
-during training, when all of these are held, or during a setup phase: V₀ is drawn in float64 run
-by run and stacked before the cast to float32 (20 bytes per entry for a moment, against 12 for V₀,
-its transposed copy and the trained V while training); the well-conditioned operator is built
-from float64 factors; the certificate and the inertial methods' automatic damping form n×n and
-m×m Gram matrices. The breakdown gives every item its own size, the training items (held
-together) and the ``setup: …`` items (transient, before training); ``total`` is the peak, the
-largest of the training sum and of each setup phase with what is held by then, plus a fixed
-:data:`ALLOWANCE`. The items therefore do not add up to the total.
+float64 and the eigensolver's copy, Hessian-vector products; for a convolutional generator, the
+matrix-free Lanczos basis and Jacobian products in float64 instead of any n×n matrix) and the
+history. Memory peaks either during training, when all of these are held, or during a setup
+phase: V₀ is drawn in float64 run by run and stacked before the cast to float32 (20 bytes per
+entry for a moment, against 12 for V₀, its transposed copy and the trained V while training); the
+well-conditioned operator is built from float64 factors; the certificate and the inertial
+methods' automatic damping form n×n and m×m Gram matrices. The breakdown gives every item its own
+size, the training items (held together) and the ``setup: …`` items (transient, before training);
+``total`` is the peak, the largest of the training sum and of each setup phase with what is held
+by then, plus a fixed :data:`ALLOWANCE`. The items therefore do not add up to the total.
 
 The counts were checked against the peak resident memory of real ``dipcert solve`` runs, measured
 in fresh processes above a warmed-up baseline (``benchmarks/bench_memory.py``; images in float32,
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .certify import EIGEN_MAX_ITER
 from .components import NETWORK, OPERATOR, PROBLEM
 from .methods import ALPHA, METHOD
 from .networks import FUSED_FROM_BYTES, FUSED_FROM_N, TRAINABLE
@@ -255,7 +257,14 @@ def estimate_run_bytes(
     held["stopping rule"] = stop_vectors * B * max(n, m) * s
     held["history"] = history_rows * (B * 400 + 1000)  # recorded rows, then the CSV's Python floats
 
-    if certify:  # Gram matrix and the eigensolver's copy; or V₀ in float64 blocks; or Hessian products
+    if certify and generator is not None:  # matrix-free (certify.jacobian_extremes): the Lanczos basis,
+        # θ in float64 with Jᵀw and the JVP's tangent, the VJP's saved forward pass and the JVP's primal
+        # and tangent intermediates: 32 float64 copies of the block outputs (measured at 64×64: 151 MB
+        # for the ConvDecoder, 81 MB for the Deep Decoder, against 150 and 103 MB here)
+        lanczos = B * (EIGEN_MAX_ITER + 1) * max(n, m) * 8
+        products = 3 * trained * 8 + 32 * (hidden + B * (n + m)) * 8
+        setup["setup: certificate"] = (max(lanczos + products, 6 * trained * s), before_training)
+    elif certify:  # Gram matrix and the eigensolver's copy; or V₀ in float64 blocks; or Hessian products
         gram = 2 * B * n * n * 8 + 2 * min(fixed // s, CERTIFY_BLOCK) * 8
         setup["setup: certificate"] = (max(gram, 6 * trained * s, B * m * m * 8), before_training)
     if damping_gram and auto_damping:  # J Jᵀ, A J Jᵀ, A J Jᵀ Aᵀ, the operator's work, the eigensolver

@@ -422,9 +422,11 @@ NOISE_LEVEL = Option("noise_level", float, "auto", "Noise std σ for the discrep
 DELTA = Option("delta", float, 1.0, "The discrepancy rule stops at the first ||A x - y|| <= delta ||eps|| "
                "(||eps|| = sigma sqrt(m) for Gaussian noise).",
                low=0, open_low=True, high=100)
-WINDOW = Option("window", int, 10, "Iterates per window of the variance rule (ES-WMV).", low=2, high=10**6)
+WINDOW = Option("window", int, 10, "Iterates per window of the variance rule (ES-WMV).", low=2, high=10**6,
+                default_text="10 (100 for the convolutional generators)")
 VARIANCE_PATIENCE = Option("variance_patience", int, 20, "The variance rule stops after this many windows "
-                           "without a new least variance.", low=1, high=10**9)
+                           "without a new least variance.", low=1, high=10**9,
+                           default_text="20 (1000 for the convolutional generators)")
 PATIENCE = Option("patience", int, 100, "The patience rule stops after this many iterations without a relative "
                   "loss improvement of --min-improvement.", low=1, high=10**9)
 MIN_IMPROVEMENT = Option("min_improvement", float, 1e-3, "Relative loss decrease that counts as an improvement "
