@@ -1,4 +1,4 @@
-# make demo: install (once) and reconstruct a blurred image.   make test: install (once) and run the tests.
+# make demo: install (once) and inpaint an image with half its pixels missing.   make test: install (once) and run the tests.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dipcert solve --image builtin:camera --operator blur --blur-sigma 1 --noise-std 0 \
-		--width 10000 --train WV --iters 400 --seed 0 --out out/demo
+	$(BIN)/dipcert solve --image builtin:camera --operator inpainting --keep-fraction 0.5 --noise-std 0 \
+		--seed 0 --out out/demo
 	@echo "pictures: out/demo/summary.png, out/demo/reconstruction.png, out/demo/observation.png"
 
 test: $(STAMP)

@@ -18,7 +18,7 @@ iterations):
                        iterations);
   dipcert net, no train()  batch 1, dipcert's network and Adam in a bare loop (``bare_run``: forward,
                        pullback of Aᵀ(A x − y), ``Adam.update``; then x at θ_N), to split dipcert's
-                       batch-1 cost into the vmapped network (this item vs plain) and ``train``'s
+                       batch-1 cost into the network (this item vs plain) and ``train``'s
                        bookkeeping (dipcert, batch 1 vs this item).
 The plain loop is the Deep Image Prior loop of deepinv (``deepinv.models.DeepImagePrior.forward``):
 a copy of ``net.module`` (the plain ``torch.nn.Module`` of one run) with that run's θ₀ loaded, that
@@ -33,8 +33,8 @@ timed, the optimizer's creation is. A call that stops a run before N iterations 
 Reported, per (generator, size): seconds per iteration = call time / N of the batch-1 items
 (dipcert and plain); throughput in run-iterations per second = runs × N / call time, of the batch of
 8 and of the 8 single runs; and ratios of throughputs, > 1 meaning that dipcert is faster: dipcert
-batch 1 ÷ plain 1 run (what dipcert costs for one run: vmap(functional_call), ``train``'s
-bookkeeping), the same without ``train`` (the vmapped network alone), and dipcert batch of 8 ÷ plain
+batch 1 ÷ plain 1 run (what dipcert costs for one run: ``functional_call``, ``train``'s
+bookkeeping), the same without ``train`` (the network alone; a single run is not vmapped), and dipcert batch of 8 ÷ plain
 8 single runs (what batching the runs buys). The items of a case are timed in ``--repeats`` rounds,
 in an order rotated from round to round; times are medians over rounds and ratios medians over
 rounds of per-round ratios, so that drifts of a shared machine hit numerator and denominator alike.
@@ -86,7 +86,7 @@ CHECK_SHAPE, CHECK_ITERS, CHECK_SEEDS = (16, 16), 5, (0, 1)
 # The correctness check. dipcert's Adam (src/dipcert/optim/adam.py) is torch.optim.Adam's update
 # θ ← θ − lr·m̂/(√v̂ + ε) with the same defaults (betas (0.9, 0.999), ε = 1e-8: asserted below), rounded
 # in another order (√(v/(1 − β₂ᵗ)) where torch takes √v/√(1 − β₂ᵗ), (m·lr/(1 − β₁ᵗ))/denom where torch
-# takes lr/(1 − β₁ᵗ)·(m/denom)), and its gradients come from vmap(functional_call) (grouped
+# takes lr/(1 − β₁ᵗ)·(m/denom)), and its gradients come from functional_call (vmapped, i.e. grouped,
 # convolutions) where torch's come from the module: the two loops agree to rounding at θ₀ (~1e-15)
 # but not after a few steps, because the training map amplifies rounding. Adam divides each
 # coordinate's gradient by its own magnitude (√v̂ + ε): a coordinate whose gradient is 0 in exact
@@ -347,7 +347,7 @@ def main() -> None:
           f"iterations per call, median of {args.repeats} rounds; camera S×S, blur σ = {BLUR:g}, noise 0, "
           f"float32, lr {LR:g}). Plain: deepinv's DIP loop on `net.module` with the same θ₀, z and loss, "
           f"`torch.optim.Adam`. Ratios: throughput dipcert ÷ plain (> 1: dipcert faster), median over "
-          f"rounds; \"no train()\": dipcert's vmapped network and Adam in a bare loop, without the "
+          f"rounds; \"no train()\": dipcert's network and Adam in a bare loop, without the "
           f"bookkeeping of `train` (history, stopping tracker, divergence rules).\n")
     print(f"| generator | image | parameters / run | dipcert s / iteration (batch 1) | plain s / iteration "
           f"| dipcert ÷ plain, batch 1 | idem, no train() | dipcert batch of {BATCH}: run-iterations / s "

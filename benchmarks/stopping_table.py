@@ -46,7 +46,7 @@ def record(image: str, operator: str, sigma: float, seed: int, iters: int, cache
     if path.exists():
         return dict(np.load(path))
     config = RunConfig.build({"problem": {"image": f"builtin:{image}"}, "operator": {"operator": operator},
-                              "noise": {"noise_std": sigma}, "run": {"seed": seed},
+                              "noise": {"noise_std": sigma}, "run": {"seed": seed}, "network": {"network": "two-layer"},
                               "training": {"iters": iters}, "stopping": {"stop": "none"}})
     problem, truth = build_problem(config)
     from dipcert.optim import train
@@ -89,7 +89,7 @@ def setting(image: str, operator: str, sigma: float, seed: int):
     """The case's problem rebuilt (same seeds as the trained one), with its noise estimate
     and what ``--stop auto`` chooses for it (:func:`dipcert.solve.choose_stop`, the code solve runs)."""
     config = RunConfig.build({"problem": {"image": f"builtin:{image}"}, "operator": {"operator": operator},
-                              "noise": {"noise_std": sigma}, "run": {"seed": seed}})
+                              "noise": {"noise_std": sigma}, "run": {"seed": seed}, "network": {"network": "two-layer"}})
     problem, _ = build_problem(config)
     auto, name, level = choose_stop(config, problem, None, None, [])
     return problem.operator.forward_flat, problem.m, level, (auto, name)

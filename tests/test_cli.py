@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from dipcert.cli import EXIT_DIVERGED, main
 
-SMALL = ["--size", "16", "--width", "300", "--iters", "30", "--quiet"]
+SMALL = ["--size", "16", "--network", "two-layer", "--width", "300", "--iters", "30", "--quiet"]
 
 
 def _run(args, tmp_path):

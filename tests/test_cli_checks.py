@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import dipcert.solve
 from dipcert.cli import EXIT_DIVERGED, main
 
-SMALL = ["--size", "16", "--width", "300", "--iters", "30", "--quiet"]
+SMALL = ["--size", "16", "--network", "two-layer", "--width", "300", "--iters", "30", "--quiet"]
 
 
 def _invoke(args):
@@ -149,7 +149,7 @@ def test_a_stalled_loss_is_reported_not_max_iterations(tmp_path):
 def test_a_signal_stops_the_run_and_keeps_every_output(tmp_path, signum, code):
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dipcert", "solve", "--size", "16", "--width", "300", "--iters", "100000000",
+        [sys.executable, "-m", "dipcert", "solve", "--size", "16", "--network", "two-layer", "--width", "300", "--iters", "100000000",
          "--quiet", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     try:

@@ -8,11 +8,11 @@ from click.testing import CliRunner
 
 from dipcert.cli import main
 
-DEMO = ["--image", "builtin:camera", "--operator", "blur", "--blur-sigma", "1", "--noise-std", "0", "--width", "10000",
-        "--train", "WV", "--iters", "40", "--seed", "0"]  # the Makefile's demo, fewer iterations
+DEMO = ["--image", "builtin:camera", "--operator", "blur", "--blur-sigma", "1", "--noise-std", "0", "--network", "two-layer", "--width", "10000",
+        "--train", "WV", "--iters", "40", "--seed", "0"]  # the paper's network on its Fig. 3a blur
 GAUSSIAN = ["--signal", "gaussian", "--n", "5", "--m", "2", "--width", "300", "--iters", "3000", "--seed", "4"]
 MLP = ["--size", "16", "--network", "mlp", "--widths", "64,32", "--iters", "60", "--method", "adam", "--runs", "2"]
-KL = ["--size", "16", "--width", "500", "--noise", "poisson", "--photons", "30", "--loss", "kl", "--iters", "60"]
+KL = ["--size", "16", "--network", "two-layer", "--width", "500", "--noise", "poisson", "--photons", "30", "--loss", "kl", "--iters", "60"]
 TIMES = ("seconds",)
 
 
@@ -49,7 +49,7 @@ def test_a_run_repeats_from_its_metrics_bit_for_bit(tmp_path, args):
 
 def test_command_line_options_override_the_config_file(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('[problem]\nsize = 16\n\n[network]\nwidth = 300\n\n[training]\niters = 10\n')
+    path.write_text('[problem]\nsize = 16\n\n[network]\nnetwork = "two-layer"\nwidth = 300\n\n[training]\niters = 10\n')
     metrics, _ = _solve(["--config", str(path), "--iters", "12"], tmp_path / "out")
     assert metrics["iterations"] == 12 and metrics["config"]["network"]["width"] == 300
     assert metrics["config"]["problem"]["size"] == [16, 16]

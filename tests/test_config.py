@@ -99,8 +99,11 @@ def test_signal_implies_its_defaults_and_user_values_win():
     assert (synthetic.operator.name, synthetic.run.dtype, synthetic.network.train) == ("gaussian", "float64", "W")
     assert (synthetic.training.iters, synthetic.training.loss_tol, synthetic.operator.m) == (100_000, 1e-14, 5)
     assert synthetic.training.record_every == 50
-    image = RunConfig.build({"run": {"dtype": "float64"}, "network": {"train": "V"}})
+    image = RunConfig.build({"run": {"dtype": "float64"}, "network": {"network": "two-layer", "train": "V"}})
     assert (image.operator.name, image.run.dtype, image.network.train, image.training.iters) == ("blur", "float64", "V", 500)
+    default = RunConfig.build()  # images default to the Deep Decoder, which implies Adam and 3000 iterations
+    assert (default.network.name, default.method.name, default.training.iters) == ("deep-decoder", "adam", 3000)
+    assert synthetic.network.name == "two-layer" and synthetic.method.name == "gd"
     inna = RunConfig.build({"method": {"method": "inna"}})
     c1 = RunConfig.build({"method": {"method": "gradient-difference"}})
     assert (inna.method.beta, c1.method.beta) == ("auto", 0.0)
@@ -109,7 +112,8 @@ def test_signal_implies_its_defaults_and_user_values_win():
 @pytest.mark.parametrize("given, fragment", [
     ({"problem": {"n": 3}}, "--n does not apply to --signal image (it is an option of --signal gaussian)"),
     ({"operator": {"operator": "gaussian", "blur_sigma": 2}}, "--blur-sigma does not apply to --operator gaussian"),
-    ({"method": {"momentum": 0.5}}, "--momentum does not apply to --method gd"),
+    ({"method": {"momentum": 0.5}}, "--momentum does not apply to --method adam"),
+    ({"network": {"width": 100}}, "--width does not apply to --network deep-decoder (it is an option of --network two-layer)"),
     ({"problem": {"signal": "gaussian"}, "operator": {"operator": "blur"}}, "needs --operator gaussian"),
     ({"operator": {"blur_sigma": 100}}, "wider than the image (64 pixels)"),
     ({"loss": {"loss": "logistic"}}, "use --noise one-bit"),

@@ -56,7 +56,8 @@ COMMANDS: dict[str, Command] = {
                                                                     "training.record_every",
                                                                     "training.stall_patience",
                                                                     "certificate.certify"}),
-                       defaults={"method.method": "gd", "method.step": "certified", "certificate.certify": True}, requires={"method": "certifiable"}),
+                       defaults={"network.network": "two-layer", "method.method": "gd", "method.step": "certified",
+                                 "certificate.certify": True}, requires={"method": "certifiable"}),
     "reproduce": Command((REPRODUCE,)),
 }
 

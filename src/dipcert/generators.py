@@ -2,9 +2,10 @@
 
 The paper's two-layer network (9) has no image prior (theory.md §8); the DIP that users know is
 convolutional. A :class:`ConvGenerator` holds one architecture (a ``torch.nn.Module``) and, per run,
-its own seeded parameters and its own fixed seeded input z; x = g(z, θ) for all runs at once is
-``torch.func.vmap`` over ``torch.func.functional_call``, so runs share no computation and no
-statistics (the normalization is per run and per channel, over the image's pixels), and every
+its own seeded parameters and its own fixed seeded input z; x = g(z, θ) is
+``torch.func.functional_call`` per run, vmapped over the runs of a batch on images of at most
+:data:`VMAP_MAX_PIXELS` pixels (one call per run otherwise: see there), so runs share no computation
+and no statistics (the normalization is per run and per channel, over the image's pixels), and every
 training method, stopping rule and Jacobian product of :class:`~dipcert.networks.Network` applies
 unchanged (gradients by autograd).
 
@@ -34,6 +35,11 @@ import torch
 from torch import Tensor, nn
 
 from .networks import Network, Params, Pullback, _generators
+
+#: A batch of runs is vmapped up to this many pixels and evaluated one run at a time beyond. Measured
+#: (benchmarks/RESULTS.md, 2 cores), a vmapped batch of 8 had 1.12-1.19x the throughput of 8 plain single
+#: runs at 64x64, 0.40-0.65x at 128x128 and 0.38-0.54x at 256x256.
+VMAP_MAX_PIXELS = 64 * 64
 
 
 def _channel_norm(channels: int) -> nn.Module:
@@ -145,8 +151,12 @@ class ConvGenerator(Network):
         def one_run(p: Params, z1: Tensor) -> Tensor:
             return torch.func.functional_call(self.module, p, (z1.unsqueeze(0),))
 
-        x = torch.func.vmap(one_run)(params, z)
-        return x.reshape(x.shape[0], self.n) * self.output_scale
+        runs = z.shape[0]
+        if runs > 1 and self.n <= VMAP_MAX_PIXELS:
+            x = torch.func.vmap(one_run)(params, z)
+        else:  # one run, or large images: one call per run
+            x = torch.stack([one_run({name: p[b] for name, p in params.items()}, z[b]) for b in range(runs)])
+        return x.reshape(runs, self.n) * self.output_scale
 
     def function(self, params: Params) -> Tensor:
         """x = g(z, θ) with the fixed inputs z (deterministic; evaluation, Jacobian products)."""

@@ -32,7 +32,7 @@ from .problems import GaussianNoise, OneBitNoise, PoissonNoise, Problem, gaussia
 from .report import summary_figure, versions, write_csv, write_json
 from .resources import check_fits, estimate_run_bytes, history_rows, stop_vector_count
 from .seeding import derive_seed
-from .stopping import STOPPING, Certified, Discrepancy, NoStop, Oracle, Patience, StopRule, Variance
+from .stopping import STOPPING, Certified, Discrepancy, LeastLoss, NoStop, Oracle, Patience, StopRule, Variance
 
 #: the files ``solve`` writes; a reused output folder loses these (and only these) first
 OUTPUT_FILES = ("metrics.json", "config.toml", "history.csv", "summary.png", "observation.png", "reconstruction.png")
@@ -203,7 +203,8 @@ def choose_stop(config: RunConfig, problem: Problem, certificate: Certificate | 
     if name == "auto":
         noise, kappa = config.noise, condition_number(problem)
         if noise.name == "gaussian" and noise.noise_std == 0:
-            name, why = "none", "the data are noiseless"
+            name, why = "least-loss", ("the data are noiseless, so the best fit of y is wanted (the last "
+                                       "iterate can sit on a spike of the loss where it oscillates, as Adam's does)")
         elif kappa <= WELL_CONDITIONED:
             name, why = "patience", (f"A is injective and well-conditioned (condition number {kappa:.3g} <= "
                                      f"{WELL_CONDITIONED:g}): the fit of y has error ||A^-1 eps|| <= "
@@ -224,6 +225,8 @@ def choose_stop(config: RunConfig, problem: Problem, certificate: Certificate | 
         return Variance(stop.window, stop.variance_patience), name, level
     if name == "patience":
         return Patience(stop.patience, stop.min_improvement), name, level
+    if name == "least-loss":
+        return LeastLoss(), name, level
     if name == "oracle":
         return Oracle(), name, level
     return NoStop(), name, level

@@ -14,6 +14,7 @@ and when to stop:
   variance is kept, and the run stops when that minimum has not improved for P windows;
 - ``patience``: the candidate of least loss is kept; the run stops when the loss has not improved
   by a relative ``min_improvement`` for P iterations;
+- ``least-loss``: the candidate of least loss (the best fit of y; never stops early);
 - ``oracle``: the candidate nearest x̄ (studies only: needs x̄; never stops early);
 - ``none``: the last candidate.
 
@@ -268,22 +269,46 @@ class Patience(StopRule):
         return {"rule": self.name, "patience": self.patience, "min_improvement": self.min_improvement}
 
 
-class Oracle(StopRule):
-    """The candidate nearest x̄ (studies only); never stops a run early."""
+class _LeastOf(StopRule):
+    """The candidate of least ``watched`` value among those computed; never stops a run early."""
 
-    name = "oracle"
-    needs_truth = True
+    def watched(self, obs: Observation) -> Tensor:
+        raise NotImplementedError
 
     def start(self, batch: int) -> None:
         self.best = torch.full((batch,), math.inf, dtype=torch.float64)
 
     def decide(self, obs: Observation) -> Decision:
+        value = self.watched(obs)
+        index, cpu = obs.index.cpu(), value.cpu()
+        keep = cpu < self.best[index]
+        self.best[index] = torch.minimum(self.best[index], cpu)
+        return Decision(keep.to(value.device), torch.zeros_like(keep).to(value.device))
+
+
+class LeastLoss(_LeastOf):
+    """The candidate of least loss (the best fit of y; ``auto``'s rule on noiseless data). Like
+    ``patience`` it reads the loss of the raw iterate x_τ, also when the candidate is an average."""
+
+    name = "least-loss"
+
+    def watched(self, obs: Observation) -> Tensor:
+        return obs.loss
+
+    def explain(self, run: int, fired: bool, kept_tau: int) -> str:
+        return f"the iterate of least loss among those computed ({float(self.best[run]):.4g}, tau = {kept_tau})"
+
+
+class Oracle(_LeastOf):
+    """The candidate nearest x̄ (studies only)."""
+
+    name = "oracle"
+    needs_truth = True
+
+    def watched(self, obs: Observation) -> Tensor:
         if obs.error is None:
             raise ValueError("the oracle rule needs the true signal x_true")
-        index, error = obs.index.cpu(), obs.error.cpu()
-        keep = error < self.best[index]
-        self.best[index] = torch.minimum(self.best[index], error)
-        return Decision(keep.to(obs.error.device), torch.zeros_like(keep).to(obs.error.device))
+        return obs.error
 
     def explain(self, run: int, fired: bool, kept_tau: int) -> str:
         return f"the iterate nearest x_true among those computed (||x - x_true|| = {float(self.best[run]):.4g})"
@@ -421,7 +446,7 @@ NOISE_LEVEL = Option("noise_level", float, "auto", "Noise std σ for the discrep
                      words=("auto",))
 DELTA = Option("delta", float, 1.0, "The discrepancy rule stops at the first ||A x - y|| <= delta ||eps|| "
                "(||eps|| = sigma sqrt(m) for Gaussian noise).",
-               low=0, open_low=True, high=100)
+               low=0, open_low=True, high=100, default_text="1 (0.95 for conv-decoder and deep-decoder, 0.97 for skip)")
 WINDOW = Option("window", int, 10, "Iterates per window of the variance rule (ES-WMV).", low=2, high=10**6,
                 default_text="10 (100 for the convolutional generators)")
 VARIANCE_PATIENCE = Option("variance_patience", int, 20, "The variance rule stops after this many windows "
@@ -438,7 +463,7 @@ RUN_PAST_STOP = Option("run_past_stop", bool, False, "Keep training after the ru
                        "is still the one returned), so the history shows what stopping avoided.")
 _TUNING = (AVERAGE, RUN_PAST_STOP)
 STOP, _rules = choice("stop", [
-    Component("auto", "none on noiseless data, patience (train to convergence) when A is well-conditioned, "
+    Component("auto", "least-loss on noiseless data, patience (train to convergence) when A is well-conditioned, "
               "else discrepancy with sigma given or estimated, else variance; see docs/stopping.md",
               (NOISE_LEVEL, DELTA, PATIENCE, MIN_IMPROVEMENT, WINDOW, VARIANCE_PATIENCE, *_TUNING)),
     Component("discrepancy", "first ||A x - y|| <= delta sigma sqrt(m) (Morozov)", (NOISE_LEVEL, DELTA, *_TUNING),
@@ -447,6 +472,7 @@ STOP, _rules = choice("stop", [
               frozenset({"noise_level", "certificate"})),
     Component("variance", "least windowed variance of the iterates (ES-WMV)", (WINDOW, VARIANCE_PATIENCE, *_TUNING)),
     Component("patience", "least loss; stop when it stalls", (PATIENCE, MIN_IMPROVEMENT, *_TUNING)),
+    Component("least-loss", "the iterate of least loss (the best fit of y); never early", (AVERAGE,)),
     Component("oracle", "the iterate nearest x_true (studies only)", (AVERAGE,), frozenset({"truth"})),
     Component("none", "the last iterate", (AVERAGE,)),
 ], "auto", "Stopping rule")

@@ -121,7 +121,7 @@ def run_group(config: Config, group: list[Cell]) -> dict[str, CellResult]:
 
 def _run_config(config: Config, cell: Cell) -> RunConfig:
     """The cell as a ``solve`` configuration, for its default stopping rule."""
-    return RunConfig.build({"problem": {"image": config.image, "size": config.size},
+    return RunConfig.build({"problem": {"image": config.image, "size": config.size}, "network": {"network": "two-layer"},
                             "operator": {"operator": cell["operator"],
                                          **({"blur_sigma": config.blur_sigma} if cell["operator"] == "blur" else {})},
                             "noise": {"noise_std": cell["noise"]}, "run": {"seed": config.seed}})
@@ -162,8 +162,6 @@ def plot_fig3a(config: Config, rows: list[dict], arrays: dict[str, dict], path) 
 
 
 def _stopped_title(r: dict) -> str:
-    if r["stop_rule"] == "none":
-        return f"--stop auto: none (noiseless)\nlast iterate ({r['stop_psnr']:.1f} dB)"
     return f"--stop auto: {r['stop_rule']}, tau = {r['stop_tau']}\n({r['stop_psnr']:.1f} dB)"
 
 
