@@ -110,10 +110,12 @@ def test_signal_implies_its_defaults_and_user_values_win():
 
 
 @pytest.mark.parametrize("given, fragment", [
-    ({"problem": {"n": 3}}, "--n does not apply to --signal image (it is an option of --signal gaussian)"),
+    ({"problem": {"n": 3}}, "--n does not apply to --signal image, the default here (it is an option of --signal gaussian)"),
     ({"operator": {"operator": "gaussian", "blur_sigma": 2}}, "--blur-sigma does not apply to --operator gaussian"),
     ({"method": {"momentum": 0.5}}, "--momentum does not apply to --method adam"),
-    ({"network": {"width": 100}}, "--width does not apply to --network deep-decoder (it is an option of --network two-layer)"),
+    ({"network": {"width": 100}}, "--width does not apply to --network deep-decoder, the default here (it is an option "
+                                  "of --network two-layer)"),
+    ({"network": {"network": "skip", "width": 100}}, "--width does not apply to --network skip (it is an option"),
     ({"problem": {"signal": "gaussian"}, "operator": {"operator": "blur"}}, "needs --operator gaussian"),
     ({"operator": {"blur_sigma": 100}}, "wider than the image (64 pixels)"),
     ({"loss": {"loss": "logistic"}}, "use --noise one-bit"),

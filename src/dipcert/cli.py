@@ -147,8 +147,9 @@ def main() -> None:
 @registry_options("solve")
 @click.pass_context
 def solve(ctx: click.Context, config_file: str | None, **options) -> None:
-    """Reconstruct a signal with a Deep Inverse Prior trained by gradient descent (2),
-    or by another --method (inertial schemes, gradient flow, momentum, Adam).
+    """Reconstruct a signal with a Deep Inverse Prior: for images the Deep Decoder trained by Adam,
+    for --signal gaussian the paper's two-layer network (9) by gradient descent (2); any --network
+    and --method (inertial schemes, gradient flow, momentum, Adam) can be chosen.
 
     Writes OUT/metrics.json (with the whole configuration), OUT/config.toml, OUT/history.csv,
     OUT/summary.png and, for images, OUT/observation.png and OUT/reconstruction.png. Ctrl-C (or

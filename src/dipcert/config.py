@@ -152,7 +152,8 @@ def _section_values(section: Section, component: Component, given: Mapping[str, 
         if option not in component.options:
             selector = section.selector
             users = ", ".join(section.users(option))
-            raise ConfigError(f"{option.cli_flag} does not apply to {selector.cli_flag} {component.name} "
+            chosen = "" if selector.name in given else ", the default here"
+            raise ConfigError(f"{option.cli_flag} does not apply to {selector.cli_flag} {component.name}{chosen} "
                               f"(it is an option of {selector.cli_flag} {users})")
         values[key] = option.parse(raw)
     for option in component.options:
