@@ -62,7 +62,7 @@ def record(config: RunConfig, path: Path) -> dict:
     data = {"x": torch.stack([result.snapshots[t][0] for t in taus]).float().numpy(),
             "y": problem.y[0].double().numpy(), "truth": truth.astype(np.float64),
             "seconds": np.linspace(0, seconds, len(taus)), "loss": result.history.loss[:, 0],
-            "parameters": sum(p[0].numel() for p in network.initial_state().values())}
+            "parameters": network.parameter_count}
     np.savez(path, **data)
     return data
 

@@ -330,7 +330,7 @@ def run_network(name: str, args, op, signal: np.ndarray, shape) -> Result:
         problem, _ = build_problem(config)
         net = build_network(config, problem)
         params = net.initial_state()
-        res = Result(name, label_of(name, net), int(sum(p[0].numel() for p in params.values())), dtype)
+        res = Result(name, label_of(name, net), net.parameter_count, dtype)
         apply_k, res.product = kernel_apply(net, params)
         solver = args.solver
         if solver == "auto":
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             with open(args.cache, "wb") as f:
                 pickle.dump({"key": key, "results": results, "wall": wall, "cpu": cpu, "busy": busy}, f)
-    pictures = [name for name in ("two-layer", "conv-decoder", "skip") if name in names]
+    pictures = [name for name in ("two-layer", "deep-decoder", "conv-decoder", "skip") if name in names]
     plot(results, shape, args.k, white, args.out, pictures)
     print()
     print(tables(results, args.k))

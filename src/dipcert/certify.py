@@ -110,8 +110,7 @@ def _generic_gram(net: Network, params: Params, chunk_elements: int = 1 << 24) -
     def column(w: Tensor) -> Tensor:  # J Jᵀ w for w of shape (batch, n)
         return torch.func.jvp(net.function, (params,), pullback(w))[1]
 
-    p = sum(t[0].numel() for t in params.values())
-    chunk = max(1, chunk_elements // (p * net.batch))
+    chunk = max(1, chunk_elements // (net.parameter_count * net.batch))
     eye = torch.eye(net.n, dtype=torch.float64, device=net.device)
     blocks = [torch.func.vmap(column)(eye[i : i + chunk, None, :].expand(-1, net.batch, -1))
               for i in range(0, net.n, chunk)]
@@ -162,11 +161,6 @@ EIGEN_TOL = 1e-6
 EIGEN_MAX_ITER = 300
 
 
-def parameter_count(params: Params) -> int:
-    """Trained parameters p of one run: rank J_g ≤ min(n, p)."""
-    return sum(t[0].numel() for t in params.values())
-
-
 def jacobian_extremes(
     net: Network, params: Params | None = None, *, tol: float = EIGEN_TOL, max_iter: int = EIGEN_MAX_ITER,
     seed: int = 0,
@@ -176,7 +170,7 @@ def jacobian_extremes(
     p < n only λ_max is computed (λ_min = 0 exactly: rank J ≤ p < n). The largest Ritz value is a
     lower bound on λ_max, the smallest an upper bound on λ_min (Courant–Fischer)."""
     params = params if params is not None else net.initial_state()
-    ends = ("largest", "smallest") if parameter_count(params) >= net.n else ("largest",)
+    ends = ("largest", "smallest") if net.parameter_count >= net.n else ("largest",)
     return extreme_eigenpairs(ntk_operator(net, params), net.n, net.batch, ends=ends, tol=tol,
                               max_iter=max_iter, seed=seed, device=net.device)
 
@@ -719,7 +713,7 @@ def certify_forms(
     offset = (minimizer - y).double().norm(dim=-1).cpu().numpy()
     shared["argmin_offset"] = _q(offset, "exact", "||v* - y||, v* the minimizer of L_y (0 unless the loss moves it)")
 
-    n, p = problem.n, parameter_count(params0)
+    n, p = problem.n, network.parameter_count
     rank_deficient = False  # p < n: σ_min(J_g(θ_0)) = 0 exactly, and (4) fails
     eigen = dict(tol=eigen_tol, max_iter=eigen_max_iter, seed=seed)
     gram = None

@@ -119,11 +119,6 @@ class ConvGenerator(Network):
         bound = 1 / math.sqrt(fan_in)
         return (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
 
-    @property
-    def parameter_count(self) -> int:
-        """Trained parameters of one run."""
-        return sum(p[0].numel() for p in self._initial.values())
-
     def initial_state(self) -> Params:
         return self._initial
 

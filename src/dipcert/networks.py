@@ -137,6 +137,11 @@ class Network(ABC):
     def initial_state(self) -> Params:
         """The trainable parameters θ_0 as the network holds them (not a copy: do not modify)."""
 
+    @property
+    def parameter_count(self) -> int:
+        """Trained parameters p of one run (rank J_g ≤ min(n, p))."""
+        return sum(p[0].numel() for p in self.initial_state().values())
+
     def initial_params(self) -> Params:
         """A fresh copy of θ_0, to train."""
         return {name: p.clone() for name, p in self.initial_state().items()}
