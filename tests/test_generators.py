@@ -105,6 +105,18 @@ def test_deep_decoder_is_under_parametrized_with_its_closed_form_count():
     assert tuple(net.z.shape[2:]) == (2, 2)  # 64 / 2⁵
 
 
+def test_deep_decoder_input_keeps_two_pixels_a_side_on_small_images():
+    """A channel normalization of one pixel is zero: with a 1×1 input (32 / 2⁵) the decoder's output
+    was a constant and 32×32 images were not fitted at all (12 dB on camera); 2×2 fits them."""
+    assert tuple(DeepDecoder((32, 32)).z.shape[2:]) == (2, 2)
+    assert tuple(DeepDecoder((48, 20)).z.shape[2:]) == (2, 2)
+    assert tuple(DeepDecoder((1, 40)).z.shape[2:]) == (1, 2)
+    image = load_image("builtin:camera", (32, 32))
+    problem = image_problem(image, Inpainting.random((32, 32), 0.5, seed=0, dtype=torch.float32), [0])
+    result = train(problem, DeepDecoder((32, 32), seeds=[0]), Adam(1e-2), max_iters=150)
+    assert result.history.loss[-1, 0] < 0.05 * result.history.loss[0, 0]
+
+
 @pytest.mark.parametrize("cls", GENERATOR_CLASSES)
 def test_adam_trains_a_batch_and_the_stopping_rules_apply(cls):
     """Inpainting of a 16×16 image: Adam decreases the loss of every run; with noise, the

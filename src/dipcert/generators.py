@@ -263,7 +263,8 @@ class DeepDecoder(ConvGenerator):
     """Deep Decoder (Heckel and Hand, 2019): ``layers`` blocks [1×1 convolution → bilinear upsampling
     ×2 → ReLU → channel normalization], one more block without upsampling, then a 1×1 convolution to
     one channel and a sigmoid. Defaults from the paper's image experiments: 64 channels, 5 upsampling
-    layers (the input is the image size / 2⁵, at least 1 pixel), input entries uniform on [0, 1]."""
+    layers (the input is the image size / 2⁵, at least 2 pixels a side: the channel normalization of a
+    single pixel is zero, which left images under 64 pixels a side unfitted), input entries uniform on [0, 1]."""
 
     type_name = "deep-decoder"
 
@@ -278,7 +279,7 @@ class DeepDecoder(ConvGenerator):
     @staticmethod
     def build_module(image_shape: tuple[int, int], *, channels: int = 64,
                      layers: int = 5) -> tuple[nn.Module, tuple[int, int, int]]:
-        start = tuple(max(1, s // 2**layers) for s in image_shape)
+        start = tuple(min(s, max(2, s // 2**layers)) for s in image_shape)
         sizes = [tuple(min(e, s * 2 ** (i + 1)) for s, e in zip(start, image_shape)) for i in range(layers)]
         sizes[-1] = tuple(image_shape)
         return _DeepDecoderModule(channels, sizes), (channels, *start)
