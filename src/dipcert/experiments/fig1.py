@@ -162,32 +162,55 @@ def summary(config: Config, rows: list[Row]) -> dict:
     return {"log10_ks": all_ks, "probability": table, "smallest_log10_k_with_probability_half": first_half}
 
 
+def _cell_edges(centres) -> np.ndarray:
+    """Edges of the cells centred on ``centres`` (sorted; spacing may vary): midpoints between
+    neighbours, the ends half a neighbouring gap out."""
+    c = np.asarray(centres, dtype=float)
+    if len(c) == 1:
+        return np.array([c[0] - 0.25, c[0] + 0.25])
+    mid = (c[1:] + c[:-1]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
 def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MultipleLocator
 
     info = summary(config, rows)
     ks = info["log10_ks"]
-    panels = [(f"condition_4_{f.replace('-', '_')}", f"(a) P[(4) holds], {f} Lipschitz bound") for f in LIPSCHITZ_FORMS]
-    panels.append(("converged", f"(b) P[L(y) <= {config.loss_tol:g} within {config.iters:g} iterations]"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
-    for ax, (column, title) in zip(axes[0], panels):
-        grid = np.array([info["probability"][column][m] for m in config.ms])
-        image = ax.imshow(grid, origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis",
-                          extent=(ks[0] - 0.25, ks[-1] + 0.25, -0.5, len(config.ms) - 0.5))
-        ax.set_yticks(range(len(config.ms)), [str(m) for m in config.ms])
-        ax.set_xlabel("log10 k")
-        ax.set_ylabel("m")
-        ax.set_title(title, fontsize=8)
-        if column == "converged":
-            ax.set_xlim(config.log10_ks[0] - 0.25, config.log10_ks[-1] + 0.25)
-        else:
-            ax.axvline(config.log10_ks[-1] + 0.25, color="w", lw=0.8, ls=":")
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
-    fig.suptitle(f"{TITLE}; {config.trials} trials per cell; V0 Rademacher, step 1/||A J(theta0)||^2 (our choices)",
-                 fontsize=8)
+    trained = [i for i, e in enumerate(ks) if e in config.log10_ks]
+    panels = [(f"condition_4_{f.replace('-', '_')}", f"(a) P[(4) holds]\n{f} Lipschitz bound", list(range(len(ks))))
+              for f in LIPSCHITZ_FORMS]
+    panels.append(("converged", f"(b) P[$L_y(y_\\tau) \\leq$ {config.loss_tol:g}]\nwithin {config.iters:g} iterations",
+                   trained))
+    # every k cell as wide in every panel: panel widths follow their k range
+    edges = [_cell_edges([ks[i] for i in columns]) for _, _, columns in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 1.2, 3.6), squeeze=False, sharey=True,
+                             layout="constrained", gridspec_kw={"width_ratios": [e[-1] - e[0] for e in edges]})
+    m_edges = np.arange(len(config.ms) + 1) - 0.5
+    for ax, (column, title, columns), x_edges in zip(axes[0], panels, edges):
+        grid = np.array([[info["probability"][column][m][i] for i in columns] for m in config.ms])
+        image = ax.pcolormesh(x_edges, m_edges, np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
+        ax.set_xlim(x_edges[0], x_edges[-1])
+        ax.xaxis.set_major_locator(MultipleLocator(1))
+        ax.set_xlabel("$\\log_{10} k$", fontsize=9)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+        if column != "converged" and len(trained) < len(ks):
+            ax.axvline(x_edges[len(trained)], color="w", lw=1.2, ls=":")
+    axes[0][0].set_yticks(range(len(config.ms)), [str(m) for m in config.ms])
+    axes[0][0].set_ylabel("m (measurements)", fontsize=9)
+    axes[0][-1].tick_params(labelleft=True)  # (b) stands apart from the three (a) panels
+    fig.get_layout_engine().set(wspace=0.03)
+    bar = fig.colorbar(image, ax=axes[0].tolist(), fraction=0.025, pad=0.015, aspect=25)
+    bar.set_label("probability", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    note = "(a): white dotted line = right end of the k range of (b); " if len(trained) < len(ks) else ""
+    fig.suptitle(f"{TITLE}\n{note}{config.trials} trials per cell; V0 Rademacher, "
+                 f"step 1/||A J(theta0)||^2 (our choices)", fontsize=9)
     save_figure(fig, path, tight=False)
 
 

@@ -140,19 +140,27 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
     import matplotlib.pyplot as plt
 
     info = summary(config, rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, (key, label) in zip(axes, (("n", "n (k = %g)" % config.width), ("k", f"k (n = {config.companion_n})"))):
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharey=True, layout="constrained")
+    markers = "osD^vP<>X*"
+    panels = (("n", f"(a) growing n: k = {config.width:g}, m = {config.m}"),
+              ("k", f"(b) growing k: n = {config.companion_n}, m = {config.m}"))
+    for ax, (key, title) in zip(axes, panels):
         table = info[f"by_{key}"]
-        for value, entry in table.items():
+        for i, (value, entry) in enumerate(table.items()):
             gs = sorted(entry["probability"])
-            ax.plot(gs, [entry["probability"][g] for g in gs], "o-", label=f"{key} = {value}")
-        ax.set_xlabel("log10 step")
-        ax.set_ylabel("P[converged]")
+            # open markers of different shapes and sizes: points that coincide stay visible
+            ax.plot(gs, [entry["probability"][g] for g in gs], marker=markers[i % len(markers)],
+                    markersize=max(4.0, 11.0 - 2.0 * i), mfc="none", mew=1.6, lw=1.4, zorder=2 + i,
+                    label=f"{value:g}")
+        ax.set_xticks(config.log10_steps)
+        ax.set_xlabel("$\\log_{10}$ step $\\gamma$")
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(f"by {label}, m = {config.m}, {config.trials} trials", fontsize=8)
-        ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=10)
+        ax.legend(title=key, fontsize=8, title_fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.grid(alpha=0.3)
-    fig.suptitle(TITLE, fontsize=9)
+    axes[0].set_ylabel(f"P[$L_y(y_\\tau) \\leq$ {config.loss_tol:g} within {config.iters:g} it.]", fontsize=9)
+    fig.suptitle(f"Fig. 2: convergence against the step size, for growing n (k = {config.width:g}) and for growing k; "
+                 f"{config.trials} trials per point", fontsize=10)
     save_figure(fig, path)
 
 

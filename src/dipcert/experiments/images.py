@@ -139,12 +139,14 @@ def _figure(panels: int, rows: int = 1):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, *plt.subplots(rows, panels, figsize=(2.6 * panels, 2.8 * rows), squeeze=False)
+    # room for two-line titles above every image; constrained layout keeps them off the row above
+    return plt, *plt.subplots(rows, panels, figsize=(2.4 * panels, 2.9 * rows + 0.4), squeeze=False,
+                              layout="constrained")
 
 
 def _show(ax, img, title) -> None:
     ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=9)
     ax.axis("off")
 
 
@@ -154,10 +156,11 @@ def plot_fig3a(config: Config, rows: list[dict], arrays: dict[str, dict], path) 
     for ax_row, r in zip(axes, blur):
         a = arrays[Cell.of(operator="blur", noise=r["noise"]).key]
         _show(ax_row[0], a["truth"], "truth")
-        _show(ax_row[1], a["observation"], f"blurred, noise {r['noise']:g} ({r['psnr_observation']:.1f} dB)")
+        _show(ax_row[1], a["observation"], f"blurred, noise {r['noise']:g}\n({r['psnr_observation']:.1f} dB)")
         _show(ax_row[2], a["reconstruction"], f"DIP, last of {int(r['iterations'])} it.\n({r['psnr']:.1f} dB, the paper's)")
         _show(ax_row[3], a["stopped"], _stopped_title(r))
-    fig.suptitle(TITLES["fig3a"], fontsize=9)
+    fig.get_layout_engine().set(h_pad=0.1)
+    fig.suptitle(TITLES["fig3a"], fontsize=10)
     save_figure(fig, path)
 
 
@@ -173,14 +176,19 @@ def _well_conditioned(rows, arrays):
 def plot_fig3b(config: Config, rows: list[dict], arrays: dict[str, dict], path) -> None:
     r, a = _well_conditioned(rows, arrays)
     taus = sorted(int(k.split("_")[1]) for k in a if k.startswith("snapshot_"))
-    plt, fig, axes = _figure(len(taus) + 3)
-    _show(axes[0][0], a["truth"], "truth")
-    _show(axes[0][1], a["observation"], f"observation y (noise {r['noise']:g})")
-    for ax, tau in zip(axes[0][2:], taus):
-        img = a[f"snapshot_{tau}"]
-        _show(ax, img, f"tau = {tau} ({psnr(a['truth'], img):.1f} dB)")
-    _show(axes[0][-1], a["stopped"], _stopped_title(r))
-    fig.suptitle(TITLES["fig3b"], fontsize=9)
+    panels = [(a["truth"], "truth"), (a["observation"], f"observation y\n(noise {r['noise']:g})")]
+    panels += [(a[f"snapshot_{tau}"], f"tau = {tau}\n({psnr(a['truth'], a[f'snapshot_{tau}']):.1f} dB)")
+               for tau in taus]
+    panels.append((a["stopped"], _stopped_title(r)))
+    rows_ = 1 if len(panels) <= 5 else 2  # one long strip would make every image and title tiny
+    cols = math.ceil(len(panels) / rows_)
+    plt, fig, axes = _figure(cols, rows_)
+    flat = axes.ravel()
+    for ax, (img, title) in zip(flat, panels):
+        _show(ax, img, title)
+    for ax in flat[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(TITLES["fig3b"], fontsize=10)
     save_figure(fig, path)
 
 
@@ -188,9 +196,9 @@ def plot_fig4(config: Config, rows: list[dict], arrays: dict[str, dict], path) -
     r, a = _well_conditioned(rows, arrays)
     plt, fig, axes = _figure(1)
     ax = axes[0][0]
-    fig.set_size_inches(5.5, 3.8)
+    fig.set_size_inches(6.0, 5.2)
     it = a["iteration"] + 1
-    ax.plot(it, a["error"], label=r"$\|x_\tau - \bar x\|$")
+    ax.plot(it, a["error"], lw=2, label=r"error $\|x_\tau - \bar x\|$")
     label = "bound (8)" + ("" if r["condition_4"] else ": (4) does not hold here, drawn for reference")
     ax.plot(it, a["error_bound"], "--", label=label)
     # A injective: ‖x − x̄‖ ≤ ‖A(x − x̄)‖/σ_A ≤ (‖y_τ − y‖ + ‖ε‖)/σ_A for every x, with ‖y_τ − y‖ = √(2 L_y(y_τ))
@@ -202,8 +210,11 @@ def plot_fig4(config: Config, rows: list[dict], arrays: dict[str, dict], path) -
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(r"iteration $\tau + 1$")
-    ax.legend(fontsize=7)
-    ax.set_title(TITLES["fig4"] + f"\nmin error at tau = {r['argmin_error']}", fontsize=8)
+    ax.set_ylabel(r"$\|x - \bar x\|$")
+    ax.grid(True, which="both", alpha=0.3)
+    # below the axes: inside, the legend would cover the curves
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
+    ax.set_title(TITLES["fig4"] + f"\nmin error at tau = {r['argmin_error']}", fontsize=9)
     save_figure(fig, path)
 
 

@@ -230,14 +230,30 @@ def _median_curve(xs: list[np.ndarray], ys: list[np.ndarray], grid: np.ndarray) 
         return 10 ** np.nanmedian(np.array(curves), axis=0)
 
 
+#: one colour per method, the same in every panel (the default cycle has ten colours for eleven methods)
+COLOURS = dict(zip(ROSTER, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                            "tab:gray", "tab:olive", "tab:cyan", "midnightblue")))
+#: the DIN curves of panel (a), in colours apart from those of the methods drawn with them
+DIN_COLOURS = ("#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+def _style(label: str, din: list[str]) -> dict:
+    """Colour and line style of a method's curve: gradient descent and the gradient flow dashed; the
+    DIN curves of panel (a) in colours of their own."""
+    if label in din:
+        return {"color": DIN_COLOURS[din.index(label) % len(DIN_COLOURS)], "ls": "-"}
+    return {"color": COLOURS.get(label), "ls": "--" if label.startswith(("gd", "gradient flow")) else "-"}
+
+
 def _median_curves(ax, trials: list[dict], labels, x_name: str, grid_of) -> None:
     """Median loss over trials against ``x_name`` (time or evaluations), one curve per label;
     gradient descent and the gradient flow dashed."""
+    din = [label for label in labels if label.startswith("DIN")]
     for label in labels:
         xs = [a[f"{label}|{x_name}"] for a in trials]
         grid = grid_of(max(x[-1] for x in xs))
-        ax.plot(grid, _median_curve(xs, [a[f"{label}|loss"] for a in trials], grid), label=label,
-                ls="--" if label.startswith(("gd", "gradient flow")) else "-")
+        ax.plot(grid, _median_curve(xs, [a[f"{label}|loss"] for a in trials], grid), label=label, lw=1.4,
+                **_style(label, din))
 
 
 def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
@@ -248,42 +264,48 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
 
     gaussian = [arrays[Cell.of(problem="gaussian", trial=t).key] for t in range(config.trials)]
     gaussian = [a for a in gaussian if a]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.7), layout="constrained")
+    # legends below their panel: inside, eleven entries cover the curves
+    below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False)
     ax = axes[0]
     labels = [k.split("|")[0] for k in gaussian[0] if k.endswith("|time")]
     din = [lab for lab in labels if lab.startswith("DIN")]
     _median_curves(ax, gaussian, din + ["gradient flow", "gd certified", "gd 1/L"], "time",
                    lambda end: np.linspace(0, end, 400))
     ax.set_yscale("log")
-    ax.set_xlabel("time t (gradient descent: t = tau gamma)")
+    ax.set_xlabel(r"time $t$ (gradient descent: $t = \tau\gamma$)")
     ax.set_ylabel("loss (median over trials)")
-    ax.set_title(f"(a) loss against time, n={config.n}, m={config.m}, k={config.width}", fontsize=9)
-    ax.legend(fontsize=6)
+    ax.set_title(f"(a) loss against time, n = {config.n}, m = {config.m}, k = {config.width}", fontsize=10)
+    ax.legend(ncol=2, **below)
     ax = axes[1]
     _median_curves(ax, gaussian, ROSTER, "evaluations", lambda end: np.unique(np.geomspace(1, end, 300).round()))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("gradient evaluations")
-    ax.set_title(f"(b) loss against gradient evaluations ({len(gaussian)} trials, median)", fontsize=9)
-    ax.legend(fontsize=6)
+    ax.set_ylabel("loss (median over trials)")
+    ax.set_title(f"(b) loss against gradient evaluations ({len(gaussian)} trials, median)", fontsize=10)
+    ax.legend(ncol=3, **below)
     ax = axes[2]
     image = arrays.get(Cell.of(problem="image", trial=0).key)
     if image:
         for label in ROSTER:
-            ax.plot(image[f"{label}|evaluations"] + 1, image[f"{label}|error"], label=label,
-                    ls="--" if label.startswith("gd") else "-")
-        ax.plot(image["gd 1/L|evaluations"] + 1, image["gd 1/L|error_bound_a_posteriori"], ":", color="k",
+            ax.plot(image[f"{label}|evaluations"] + 1, image[f"{label}|error"], lw=1.4, **_style(label, []))
+        ax.plot(image["gd 1/L|evaluations"] + 1, image["gd 1/L|error_bound_a_posteriori"], ":", color="k", lw=1.6,
                 label="a-posteriori bound (gd 1/L)")
-        ax.axhline(float(image["noise_norm"][0] / image["sigma_A"][0]), color="gray", lw=0.8, ls=":",
+        ax.axhline(float(image["noise_norm"][0] / image["sigma_A"][0]), color="gray", lw=1.0, ls=(0, (1, 3)),
                    label=r"$\|\varepsilon\|/\sigma_A$")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_ylim(top=3 * max(image[f"{label}|error"][0] for label in ROSTER))  # a diverging run stays legible
         ax.set_xlabel("gradient evaluations + 1")
         ax.set_ylabel(r"$\|x - \bar x\|$")
-        ax.set_title(f"(c) recovery error, well-conditioned A, noise {config.image_noise:g}", fontsize=9)
-        ax.legend(fontsize=6)
-    fig.suptitle(TITLE, fontsize=10)
+        ax.set_title(f"(c) recovery error, well-conditioned A, noise {config.image_noise:g}", fontsize=10)
+        ax.legend(title="methods: colours as in (b)", title_fontsize=8, **below)
+    else:
+        ax.axis("off")
+    for ax in axes:
+        ax.grid(True, which="major", alpha=0.3)
+    fig.suptitle(TITLE, fontsize=11)
     save_figure(fig, path)
 
 
