@@ -29,7 +29,8 @@ from dipcert.config import RunConfig
 from dipcert.images import psnr
 from dipcert.operators import Spectral
 from dipcert.solve import build_loss, build_network, build_problem, choose_method, choose_stop
-from dipcert.stopping import Discrepancy, NoStop, Oracle, Patience, StopRule, StopTracker, Variance
+from dipcert.stopping import Discrepancy, NoStop, Oracle, Patience, StopRule, Variance
+from dipcert.stopping import replay as replay_rule
 from dipcert.stopping import DELTA, VARIANCE_PATIENCE, WINDOW, PATIENCE, MIN_IMPROVEMENT
 
 IMAGES = ("camera", "astronaut", "coins", "brick")
@@ -68,21 +69,11 @@ def record(image: str, operator: str, sigma: float, seed: int, iters: int, cache
 def replay(rule: StopRule, data: dict, op_forward, average: float = 0.0) -> tuple[int, float, int]:
     """(τ of the returned iterate, its PSNR, the iteration where the run stopped)."""
     xs = torch.as_tensor(data["x"])
-    y = torch.as_tensor(data["y"], dtype=xs.dtype)[None]
-    truth = torch.as_tensor(data["truth"].reshape(1, -1), dtype=xs.dtype)
-    tracker = StopTracker(rule, 1, average=average, track_truth=True)
-    index, on = torch.zeros(1, dtype=torch.long), torch.ones(1, dtype=torch.bool)
-    end = len(xs) - 1
-    for tau in range(len(xs)):
-        x = xs[tau][None]
-        loss = torch.as_tensor([float(data["loss"][tau])], dtype=torch.float64)
-        if bool(tracker.observe(tau, index, on, x, op_forward(x), y, loss, truth, None)[0]):
-            end = tau
-            break
-    returned, report = tracker.finish(xs[end][None], np.array([end]))
-    returned = returned.double()
-    shape = data["truth"].shape
-    return report.tau[0], psnr(data["truth"], returned[0].numpy().reshape(shape)), end
+    y = torch.as_tensor(data["y"], dtype=xs.dtype)
+    truth = torch.as_tensor(data["truth"].reshape(-1), dtype=xs.dtype)
+    returned, report = replay_rule(rule, xs, y, data["loss"], op_forward, truth, average)
+    end = report["stopped_at"] if report["stopped_at"] is not None else len(xs) - 1
+    return report["tau"], psnr(data["truth"], returned.double().numpy().reshape(data["truth"].shape)), end
 
 
 def setting(image: str, operator: str, sigma: float, seed: int):

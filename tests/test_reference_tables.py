@@ -4,9 +4,10 @@ The copies were made with ``dipcert reproduce NAME --scale quick`` (fig1 at comm
 the engine's robustness changes; fig4 again with the stopping columns of issue 11, its other columns
 unchanged but for ssim's last digits), on the 2-core machine with 2 torch threads (the test suite pins 2 in
 ``conftest.py``), without the ``seconds`` column (wall time, the only column that differs between
-two runs). Two runs there gave bit-identical tables, so floats are compared with ``RTOL = 1e-9``:
-a guard against real changes, with room only for last-bit rounding of a harmless reordering in
-float64. The tables are not portable across thread counts or CPUs: with 1 thread instead of 2, fig4's
+two runs). Two runs there gave bit-identical tables; on another CPU (an AMD EPYC, where MKL takes
+other code paths) the same code moved fig4's float32 ``step`` by 8e-8 and fig1's ``final_loss`` by
+4e-9 (relative), so floats are compared with ``RTOL = 1e-6``: a guard against real changes, with
+room for the rounding of another CPU. The tables are not portable across thread counts: with 1 thread instead of 2, fig4's
 float32 run moves ``step``, ``psnr`` and ``ssim`` by ~1e-7 (relative) and ``final_loss`` (a tiny
 difference of large numbers) by 12%, so no tolerance would make them so. After an intended change of
 the numbers, regenerate the copies with the command above and drop ``seconds``.
@@ -20,7 +21,12 @@ import pytest
 from dipcert.experiments import reproduce
 
 DATA = Path(__file__).parent / "data"
-RTOL = 1e-9
+RTOL = 1e-6
+#: fig4's float32 training ends at a loss of ~1e-6 against ~1e8 at the start: rounding, which another CPU
+#: changes by its own size (6.6e-7 stored, 1.4e-6 on an AMD EPYC), so that loss is compared to this, and
+#: the iteration where the patience rule found its least value (42 stored, 71 there, the same PSNR) is not
+LOSS_ATOL = 1e-5
+ROUNDING_LEVEL = {"fig4": {"stop_tau"}}
 NONDETERMINISTIC = {"seconds"}
 
 
@@ -50,10 +56,11 @@ def test_quick_table_matches_the_stored_copy(tmp_path, name):
     assert columns == stored_columns
     assert len(rows) == len(stored)
     for i, (row, ref) in enumerate(zip(rows, stored)):
-        for column in columns:
+        for column in (c for c in columns if c not in ROUNDING_LEVEL.get(name, ())):
             where = f"{name}.csv row {i} column {column}"
             if _is_float(ref[column]):  # floats to RTOL, nan as nan
                 got, want = float(row[column]), float(ref[column])
-                assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=RTOL, abs=0), where
+                atol = LOSS_ATOL if column == "final_loss" and name == "fig4" else 0
+                assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=RTOL, abs=atol), where
             else:  # integers, booleans and strings exactly
                 assert row[column] == ref[column], where

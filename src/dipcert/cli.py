@@ -1,4 +1,4 @@
-"""Command-line interface: ``dipcert solve``, ``certify`` and ``reproduce``.
+"""Command-line interface: ``dipcert solve``, ``certify``, ``reproduce`` and ``compare``.
 
 Every option is generated from the registries (:mod:`dipcert.components`): a command lists the
 sections it takes (:data:`COMMANDS`), and each option of those sections becomes ``--flag`` with the
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import click
 from click.core import ParameterSource
 
-from .components import OUTPUT, REPORT, REPRODUCE, RUN_SECTIONS
+from .components import COMPARE, OUTPUT, REPORT, REPRODUCE, RUN_SECTIONS
 from .registry import Option, Section
 from .stopping import STOPPING
 
@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
                        defaults={"network.network": "two-layer", "method.method": "gd", "method.step": "certified",
                                  "certificate.certify": True}, requires={"method": "certifiable"}),
     "reproduce": Command((REPRODUCE,)),
+    "compare": Command((COMPARE,)),
 }
 
 
@@ -294,6 +295,58 @@ def reproduce(ctx: click.Context, name: str | None, **options) -> None:
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@main.command()
+@registry_options("compare")
+@click.pass_context
+def compare(ctx: click.Context, **options) -> None:
+    """Every reconstruction method on the same observations: OUT/compare.csv (one row per case,
+    method and rule), OUT/compare.md (tables, best first), OUT/compare.png (reconstructions) and
+    OUT/compare.json (configuration, versions, wall time, summary).
+
+    Finished cells (one method on one case) are kept in OUT/compare.cells/: rerunning the same command
+    after an interruption resumes where it stopped. See docs/comparison.md.
+    """
+    from .experiments.compare import TASKS, Config, failures
+    from .experiments.compare import compare as run_compare
+    from .reconstruct.registry import RECONSTRUCTORS
+
+    try:
+        settings = _settings(COMPARE, _given(ctx, options), COMMANDS["compare"])
+        if settings["list"]:
+            click.echo("tasks:")
+            for name, task in TASKS.items():
+                click.echo(f"  {name:20} {task.help}")
+            click.echo("methods (rules, the default first):")
+            for name, entry in RECONSTRUCTORS.items():
+                click.echo(f"  {name:20} {', '.join(entry.rules)}")
+            return
+        fields = ("images", "sizes", "tasks", "methods", "seeds", "noise_level", "dip_iters", "device")
+        given = _given(ctx, options).get("compare", {})
+        if settings["quick"]:
+            clash = [f"--{name.replace('_', '-')}" for name in fields if name in given]
+            if clash:
+                raise ValueError(f"--quick runs its own grid; it does not take {', '.join(clash)}")
+            config = Config.quick()
+        else:
+            config = Config(**{name: settings[name] for name in fields if settings[name] is not None})
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def progress(cells, seconds: float) -> None:
+        click.echo(f"  {cells[0].key}: {seconds:.1f} s", err=True)
+
+    try:
+        paths = run_compare(config, settings["out"], fresh=settings["fresh"], workers=settings["workers"],
+                            on_group=progress, on_notice=lambda text: click.echo(text, err=True))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    failed = failures(paths["table"])
+    if failed:
+        raise click.ClickException(f"{len(failed)} result(s) failed (status 'failed' in {paths['table']}), the "
+                                   f"first: {failed[0]}")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ builders is :mod:`dipcert.solve`.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,9 +20,10 @@ import torch
 from .activations import ACTIVATIONS
 from .certify import LIPSCHITZ_FORMS
 from .generators import UPSAMPLING, ConvDecoder, DeepDecoder, Skip
-from .images import BUILTIN_IMAGES
+from .images import BUILTIN_IMAGES, MIN_IMAGE_SIDE
 from .methods import METHOD
 from .networks import TRAINABLE, V_LAWS
+from .reconstruct.case import NOISE_LEVELS
 from .operators import BOUNDARIES
 from .registry import Component, Option, Section, choice
 from .stopping import STOPPING
@@ -239,4 +241,43 @@ LIST = Option("list", bool, False, "List the experiments.")
 REPRODUCE = Section("reproduce", "how reproduce runs", {"reproduce": Component(
     "reproduce", "", (SCALE, REPRODUCE_OUT, FRESH, WORKERS, LIST))})
 
-ALL_SECTIONS: tuple[Section, ...] = (*RUN_SECTIONS, OUTPUT, REPORT, REPRODUCE)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """Comma-separated names (or a list of them from a config file), each non-empty."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ValueError("expected comma-separated names")
+    return tuple(i.strip() for i in items)
+
+
+_COMPARE_IMAGES = ("camera", "astronaut", "coins", "brick", "rocket", "text")
+COMPARE_IMAGES = Option("images", str, _COMPARE_IMAGES, "Built-in images (scikit-image's bundled data).", parser=_names,
+                        allowed_text="comma-separated built-in image names", default_text=",".join(_COMPARE_IMAGES))
+COMPARE_SIZES = Option("sizes", tuple, (64, 128), "Image sides N (N x N); the dense tasks run at sides up to 64 only.",
+                       item=int, low=MIN_IMAGE_SIDE, high=4096)
+COMPARE_TASKS = Option("tasks", str, None, "Operators and noise (see --list).", parser=_names,
+                       allowed_text="comma-separated task names (see --list)", default_text="all")
+COMPARE_METHODS = Option("methods", str, (
+    "wiener", "wiener-unsupervised", "tikhonov-identity", "tikhonov-laplacian", "landweber", "cgls", "richardson-lucy",
+    "tv", "bm3d", "biharmonic", "dip-two-layer:auto+oracle", "dip-deep-decoder:auto+oracle"),
+    "Methods, each NAME (every rule it offers) or NAME:RULE+RULE (see --list).", parser=_names,
+    allowed_text="comma-separated NAME or NAME:RULE+RULE (see --list)",
+    default_text="every classical method with all its rules; dip-two-layer and dip-deep-decoder with auto and oracle")
+COMPARE_SEEDS = Option("seeds", tuple, (0,), "Seeds: each gives its own noise draw, mask, operator and network.",
+                       item=int, low=0, high=2**62)
+COMPARE_NOISE_LEVEL = Option("noise_level", str, "given", "Noise level of the rules that need one: the simulated "
+                             "sigma (1/sqrt(12) for 8-bit rounding), or estimated from y where that is sound.",
+                             choices=NOISE_LEVELS)
+DIP_ITERS = Option("dip_iters", int, None, "Iteration budget of every DIP.", low=1, high=10**7,
+                   default_text="each generator's own (as solve)")
+QUICK = Option("quick", bool, False, "A comparison of a minute: 2 images at 32x32, 2 tasks, the classical methods "
+               "and the deep decoder on 300 iterations (the other options then only choose the output).")
+COMPARE_OUT = Option("out", str, "compare-out", "Output folder.")
+COMPARE_LIST = Option("list", bool, False, "List the tasks and methods (with their rules).")
+COMPARE = Section("compare", "what compare runs", {"compare": Component(
+    "compare", "", (COMPARE_IMAGES, COMPARE_SIZES, COMPARE_TASKS, COMPARE_METHODS, COMPARE_SEEDS, COMPARE_NOISE_LEVEL,
+                    DIP_ITERS, replace(DEVICE, section=""), QUICK, COMPARE_OUT, replace(FRESH, section=""),
+                    replace(WORKERS, section=""), COMPARE_LIST))})
+
+ALL_SECTIONS: tuple[Section, ...] = (*RUN_SECTIONS, OUTPUT, REPORT, REPRODUCE, COMPARE)

@@ -617,6 +617,11 @@ class GaussianBlur(LinearOperator):
         g = torch.exp(-(i**2) / (2 * self.sigma**2))
         return g / g.sum()
 
+    def kernel_2d(self) -> Tensor:
+        """The (2r+1) × (2r+1) kernel, the outer product of the 1-D taps, float64 on CPU."""
+        k = self.kernel_1d()
+        return torch.outer(k, k)
+
     def _wrapped_kernel(self, size: int) -> Tensor:
         """The 1-D kernel periodised to length ``size`` (taps beyond the image add up)."""
         offsets = torch.arange(-self.radius, self.radius + 1) % size

@@ -14,16 +14,24 @@ from .fileio import atomic_output, atomic_write_text
 
 
 def versions() -> dict:
-    """Versions of dipcert and of what its numbers depend on, for manifests and metrics."""
+    """Versions of dipcert and of what its numbers depend on (the optional packages of the classical
+    baselines included, or "not installed"), for manifests and metrics."""
     import platform
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
     from . import __version__
 
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
     return {"dipcert": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "numba": version("numba"), "python": platform.python_version()}
+            "numba": version("numba"), "python": platform.python_version(),
+            **{package: installed(package) for package in ("scipy", "scikit-image", "pyproximal", "pylops", "bm3d")}}
 
 
 def _json_default(value):
@@ -92,7 +100,8 @@ def summary_figure(
     panels = [name for name in ("loss", "error", "param_dist") if name in curves]
     ncols = max(len(images), len(panels), 1)
     nrows = 2 if images else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows + 0.5), squeeze=False,
+                             layout="constrained")
     gray = plt.get_cmap("gray").with_extremes(bad="red")
     for ax, (label, img) in zip(axes[0], images.items()):
         ax.imshow(img, cmap=gray, vmin=0, vmax=255)
@@ -125,8 +134,6 @@ def summary_figure(
             ax.plot(it + 1, values, style, marker=marker, markersize=3, label=kind)
         for (label, tau), color in zip((marks or {}).items(), ("tab:red", "tab:green", "tab:purple")):
             ax.axvline(tau + 1, color=color, linestyle=":", linewidth=1.5, label=label)
-        if len(series) > 1 or marks:
-            ax.legend(fontsize=7)
         if it[-1] + 1 >= 10:
             ax.set_xscale("log")
         else:  # a short history: a log axis would show decades that hold no iteration
@@ -138,6 +145,15 @@ def summary_figure(
         ax.grid(True, which="both", alpha=0.3)
     for ax in row[len(panels):]:
         ax.axis("off")
+    # one legend for every curve panel, below them: the panels share their styles, and a legend
+    # inside a panel covers its curve (and, wider than the panel, the tick labels beside it)
+    handles: dict = {}
+    for ax in row[:len(panels)]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if len(handles) > 1:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4),
+                   fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     save_figure(fig, path)
@@ -164,7 +180,7 @@ def save_figure(fig, path: str | Path, *, tight: bool = True) -> None:
     """Lay out, write atomically (a reader never sees a half-written picture) and close ``fig``."""
     import matplotlib.pyplot as plt
 
-    if tight:
+    if tight and fig.get_layout_engine() is None:  # a figure with its own layout (constrained) keeps it
         fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110)

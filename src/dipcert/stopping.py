@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -438,6 +439,27 @@ class StopTracker:
                             self.oracle_tau.tolist() if self.track_truth else None,
                             self.oracle_error.tolist() if self.track_truth else None, settings)
         return returned, report
+
+
+def replay(rule: StopRule, iterates: Tensor, y: Tensor, losses: np.ndarray, forward: Callable[[Tensor], Tensor],
+           x_true: Tensor | None = None, average: float = 0.0) -> tuple[Tensor, dict]:
+    """Apply ``rule`` after the fact to one run's stored iterates x_0..x_T (``iterates`` (T+1, n), with
+    ``losses`` their loss values and ``forward`` the operator on flat tensors), exactly as the training
+    loop would have: the returned iterate (n,) and the report (``tau``, ``stopped_at``…, and the
+    oracle when ``x_true`` is given). One trajectory can so serve every rule."""
+    tracker = StopTracker(rule, 1, average=average, track_truth=x_true is not None)
+    device = iterates.device
+    index, on = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.bool, device=device)
+    y, truth = y.reshape(1, -1), None if x_true is None else x_true.reshape(1, -1)
+    end = len(iterates) - 1
+    for tau in range(len(iterates)):
+        x = iterates[tau][None]
+        loss = torch.as_tensor([float(losses[tau])], dtype=torch.float64, device=device)
+        if bool(tracker.observe(tau, index, on, x, forward(x), y, loss, truth, None)[0]):
+            end = tau
+            break
+    returned, report = tracker.finish(iterates[end][None], np.array([end]))
+    return returned[0], report.run(0)
 
 
 # ------------------------------------------------------------------------------------ registry
