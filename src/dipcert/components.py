@@ -271,7 +271,7 @@ COMPARE_NOISE_LEVEL = Option("noise_level", str, "given", "Noise level of the ru
                              choices=NOISE_LEVELS)
 DIP_ITERS = Option("dip_iters", int, None, "Iteration budget of every DIP.", low=1, high=10**7,
                    default_text="each generator's own (as solve)")
-QUICK = Option("quick", bool, False, "A comparison of a minute: 2 images at 32x32, 2 tasks, the classical methods "
+QUICK = Option("quick", bool, False, "A comparison of about 30 s: 2 images at 32x32, 2 tasks, the classical methods "
                "and the deep decoder on 300 iterations (the other options then only choose the output).")
 COMPARE_OUT = Option("out", str, "compare-out", "Output folder.")
 COMPARE_LIST = Option("list", bool, False, "List the tasks and methods (with their rules).")

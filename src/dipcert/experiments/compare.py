@@ -118,7 +118,7 @@ class Config:
     @classmethod
     def quick(cls) -> "Config":
         """Two 32×32 images, two tasks, every classical method and the deep decoder on 300 iterations:
-        the test suite's comparison (about a minute)."""
+        the test suite's comparison (28 s on the 2-core machine)."""
         return cls(images=("camera", "coins"), sizes=(32,), tasks=("blur-2.5", "inpainting-0"), methods=QUICK_METHODS,
                    dip_iters=300)
 
@@ -348,7 +348,8 @@ def plot(config: Config, rows: list[dict], arrays: dict[str, dict], path: Path) 
     methods = [m for m in parse_methods(config.methods) if any(r["method"] == m and usable(r) for r in shown)]
     missing = [m for m in parse_methods(config.methods) if m not in methods]
     columns = 2 + len(methods)
-    fig, axes = plt.subplots(len(cases), columns, figsize=(1.5 * columns, 1.8 * len(cases) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(cases), columns, figsize=(1.5 * columns, 1.95 * len(cases) + 0.6), squeeze=False,
+                             layout="constrained")
     for ax_row, (size, task) in zip(axes, cases):
         case = _case(config, size, task, image, seed)
         _panel(ax_row[0], case.truth, f"{task}, {size}x{size}\ntruth")
