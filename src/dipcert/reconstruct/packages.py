@@ -66,7 +66,7 @@ def skimage_blur_reason(case: Case) -> str | None:
     return reason
 
 
-def _wiener_run(case: Case, rules: tuple[str, ...]) -> dict[str, Reconstruction]:
+def _unsupervised_wiener_run(case: Case, rules: tuple[str, ...]) -> dict[str, Reconstruction]:
     from skimage.restoration import unsupervised_wiener
 
     reason = skimage_blur_reason(case)
@@ -90,7 +90,7 @@ def _wiener_run(case: Case, rules: tuple[str, ...]) -> dict[str, Reconstruction]
 
 wiener_unsupervised_entry = Reconstructor(
     "wiener-unsupervised", "scikit-image's unsupervised Wiener–Hunt deconvolution (Gibbs sampler: noise and "
-    "prior precisions estimated), circular blur only", ("self-tuned",), _wiener_run, skimage_blur_reason)
+    "prior precisions estimated), circular blur only", ("self-tuned",), _unsupervised_wiener_run, skimage_blur_reason)
 
 
 # --------------------------------------------------------------------------- biharmonic inpainting
