@@ -8,7 +8,7 @@ STAMP := $(VENV)/.dipcert-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,compare]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,compare,dask]'
 	@touch $(STAMP)
 
 install: $(STAMP)

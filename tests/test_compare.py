@@ -219,3 +219,18 @@ def test_replay_with_averaged_iterates_returns_what_training_returns():
     assert report["tau"] == direct.stop.tau[0] and report["stopped_at"] == direct.stop.stopped_at[0]
     assert report["oracle_tau"] == direct.stop.oracle_tau[0]
     np.testing.assert_allclose(x.double().numpy(), direct.x[0].double().numpy(), rtol=0, atol=1e-3)
+
+
+def test_the_two_layer_certificate_is_asked_for_up_to_the_pixel_cap_and_said_missing_beyond(monkeypatch):
+    from dipcert.reconstruct import dip
+
+    case = _case("blur", 2.5, iters=5, size=12)
+    small = run_config(case, "two-layer", "auto")
+    assert small.method.name == "gd" and small.certificate.certify
+    got = RECONSTRUCTORS["dip-two-layer"].reconstruct(case, ("auto",))["auto"]
+    assert got.details["certificate"].startswith("Condition (4)")
+    monkeypatch.setattr(dip, "CERTIFY_MAX_PIXELS", 12 * 12 - 1)
+    assert not run_config(case, "two-layer", "auto").certificate.certify
+    got = RECONSTRUCTORS["dip-two-layer"].reconstruct(case, ("auto",))["auto"]
+    assert got.details["certificate"].startswith("a-priori certificate not computed at 144 pixels")
+    assert case.error(got.x) <= got.details["error_bound"]  # the a-posteriori bound stays, and holds

@@ -3,6 +3,7 @@ import ast
 import math
 from pathlib import Path
 
+import click
 import pytest
 
 from dipcert.cli import COMMANDS, main, option_reference
@@ -15,7 +16,8 @@ COMMAND_MODULES = ("cli.py", "solve.py", "experiments/__init__.py")
 
 
 def _cli_params(name: str) -> list:
-    return [p for p in main.commands[name].params if p.name not in ("config_file", "name", "help")]
+    return [p for p in main.commands[name].params
+            if not isinstance(p, click.Argument) and p.name not in ("config_file", "help")]
 
 
 def test_every_cli_option_maps_to_exactly_one_registry_option_and_back():

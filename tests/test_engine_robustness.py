@@ -1,15 +1,14 @@
-"""Robustness of the resumable engine: damaged cells, version stamps, orphaned workers, file modes.
+"""Robustness of the resumable engine: damaged cells, version stamps, file modes (the executors'
+robustness is in test_executors.py).
 
 A tiny fake experiment stands in for the paper's figures: three cells of ten rows and one array each.
 """
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
 import textwrap
-import time
 import types
 from pathlib import Path
 
@@ -159,65 +158,6 @@ def test_unreadable_stamp_is_refused(tmp_path):
     (tmp_path / "fake.cells" / "config.json").write_text("{not json")
     with pytest.raises(ConfigMismatch, match=r"config.json is unreadable .*; use --fresh"):
         ResultStore(tmp_path, "fake", {"n": 1})
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _parent_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-PARENT = textwrap.dedent('''
-    import os, sys, time
-    from pathlib import Path
-    from dipcert.experiments.engine import Cell, ResultStore, run_grid
-
-    PIDS = Path(sys.argv[1]) / "pids"
-
-    def sleepy(group):
-        (PIDS / str(os.getpid())).touch()
-        time.sleep(120)
-
-    if __name__ == "__main__":
-        PIDS.mkdir()
-        run_grid(ResultStore(sys.argv[1], "sleepy", {}), [Cell.of(x=1), Cell.of(x=2)], sleepy, workers=2)
-''')
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-def test_workers_exit_when_their_parent_is_killed(tmp_path):
-    script = tmp_path / "parent.py"
-    script.write_text(PARENT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stderr=subprocess.PIPE)
-    workers: list[int] = []
-    try:
-        deadline = time.monotonic() + 90
-        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
-            time.sleep(0.1)
-            workers = [int(p.name) for p in (tmp_path / "pids").glob("*")] if (tmp_path / "pids").exists() else []
-        assert len(workers) == 2, f"workers did not start: {parent.poll()=}"
-        assert [_parent_of(pid) for pid in workers] == [parent.pid, parent.pid]
-        parent.send_signal(signal.SIGKILL)
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while any(map(_alive, workers)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(map(_alive, workers)), "worker processes outlived their killed parent"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        parent.stderr.close()
-        for pid in filter(_alive, workers):  # only if the test failed: do not leave them sleeping
-            os.kill(pid, signal.SIGKILL)
 
 
 WRITE_UNDER_UMASK = textwrap.dedent('''

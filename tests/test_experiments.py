@@ -141,15 +141,6 @@ def test_reproduce_image_figures_quick(tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
 
 
-def test_worker_processes_give_the_same_table(tmp_path):
-    serial = _run(tmp_path / "serial")
-    store = ResultStore(tmp_path / "parallel", "fig1", fig1.manifest(TINY))
-    parallel = run_grid(store, fig1.cells(TINY), partial(fig1.run_group, TINY), fig1.group_of, workers=2,
-                        cost=fig1.cost)
-    strip = lambda rows: [{k: repr(v) for k, v in r.items() if k != "seconds"} for r in rows]
-    assert strip(parallel) == strip(serial)
-
-
 def test_folding_A_into_the_output_layer_is_exact():
     from dipcert.experiments.fig2 import folded
     from dipcert.networks import TwoLayerDIP

@@ -1,4 +1,4 @@
-"""Command-line interface: ``dipcert solve``, ``certify``, ``reproduce`` and ``compare``.
+"""Command-line interface: ``dipcert solve``, ``certify``, ``reproduce``, ``compare`` and ``sweep``.
 
 Every option is generated from the registries (:mod:`dipcert.components`): a command lists the
 sections it takes (:data:`COMMANDS`), and each option of those sections becomes ``--flag`` with the
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import click
 from click.core import ParameterSource
 
-from .components import COMPARE, OUTPUT, REPORT, REPRODUCE, RUN_SECTIONS
+from .components import COMPARE, OUTPUT, REPORT, REPRODUCE, RUN_SECTIONS, SWEEP
 from .registry import Option, Section
 from .stopping import STOPPING
 
@@ -60,6 +60,7 @@ COMMANDS: dict[str, Command] = {
                                  "certificate.certify": True}, requires={"method": "certifiable"}),
     "reproduce": Command((REPRODUCE,)),
     "compare": Command((COMPARE,)),
+    "sweep": Command((SWEEP,)),
 }
 
 
@@ -275,6 +276,7 @@ def reproduce(ctx: click.Context, name: str | None, **options) -> None:
     """
     from .experiments import describe
     from .experiments import reproduce as run_reproduce
+    from .experiments.executors import MissingExtra, open_executor
 
     try:
         settings = _settings(REPRODUCE, _given(ctx, options), COMMANDS["reproduce"])
@@ -289,10 +291,11 @@ def reproduce(ctx: click.Context, name: str | None, **options) -> None:
         click.echo(f"  {len(cells)} cell(s) at {cells[0].key}: {seconds:.1f} s", err=True)
 
     try:
-        paths = run_reproduce(name, settings["scale"], settings["out"], fresh=settings["fresh"],
-                              workers=settings["workers"], on_group=progress,
-                              on_notice=lambda text: click.echo(text, err=True))
-    except (ValueError, OSError) as exc:
+        with open_executor(settings["cluster"], settings["scheduler"]) as executor:
+            paths = run_reproduce(name, settings["scale"], settings["out"], fresh=settings["fresh"],
+                                  executor=executor, on_group=progress,
+                                  on_notice=lambda text: click.echo(text, err=True))
+    except (ValueError, OSError, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
@@ -310,6 +313,7 @@ def compare(ctx: click.Context, **options) -> None:
     """
     from .experiments.compare import TASKS, Config, failures
     from .experiments.compare import compare as run_compare
+    from .experiments.executors import MissingExtra, open_executor
     from .reconstruct.registry import RECONSTRUCTORS
 
     try:
@@ -338,15 +342,60 @@ def compare(ctx: click.Context, **options) -> None:
         click.echo(f"  {cells[0].key}: {seconds:.1f} s", err=True)
 
     try:
-        paths = run_compare(config, settings["out"], fresh=settings["fresh"], workers=settings["workers"],
-                            on_group=progress, on_notice=lambda text: click.echo(text, err=True))
-    except (ValueError, OSError) as exc:
+        with open_executor(settings["cluster"], settings["scheduler"]) as executor:
+            paths = run_compare(config, settings["out"], fresh=settings["fresh"], executor=executor,
+                                on_group=progress, on_notice=lambda text: click.echo(text, err=True))
+    except (ValueError, OSError, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
     failed = failures(paths["table"])
     if failed:
         raise click.ClickException(f"{len(failed)} result(s) failed (status 'failed' in {paths['table']}), the "
                                    f"first: {failed[0]}")
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@registry_options("sweep")
+@click.pass_context
+def sweep(ctx: click.Context, file: str | None, **options) -> None:
+    """Run the grid of run configurations of a sweep FILE (TOML): OUT/NAME.csv (one row per trial),
+    OUT/NAME.summary.csv (one row per cell), OUT/NAME.png (its [plot]) and OUT/NAME.json (the
+    configuration of every cell, versions, seeds, wall time).
+
+    Every cell is checked before any work. Finished cells are kept in OUT/NAME.cells/: rerunning
+    the same command after an interruption resumes where it stopped. With --cluster local:N or
+    --scheduler ADDRESS the cells run on Dask; the table is the same row for row. See
+    docs/cluster.md and the files in examples/.
+    """
+    from .experiments.executors import MissingExtra, open_executor
+    from .experiments.sweep import OUTPUTS, Sweep, run_sweep
+
+    try:
+        settings = _settings(SWEEP, _given(ctx, options), COMMANDS["sweep"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if settings["list"]:
+        for name, output in OUTPUTS.items():
+            click.echo(f"{name:22} {output.help}")
+        return
+    if file is None:
+        raise click.UsageError("give a sweep FILE (see examples/ and docs/cluster.md), or --list")
+
+    def progress(cells, seconds: float) -> None:
+        click.echo(f"  {cells[0].key}: {seconds:.1f} s", err=True)
+
+    try:
+        plan = Sweep.load(file)
+        plan.check()
+        with open_executor(settings["cluster"], settings["scheduler"]) as executor:
+            click.echo(f"{plan.name}: {len(plan.cells())} cell(s) x {plan.trials} trial(s), {executor.description}",
+                       err=True)
+            paths = run_sweep(plan, settings["out"], fresh=settings["fresh"], executor=executor, on_group=progress,
+                              on_notice=lambda text: click.echo(text, err=True))
+    except (ValueError, OSError, MissingExtra) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 @contextmanager

@@ -63,6 +63,18 @@ def _parse_device(value: Any) -> str:
     return value
 
 
+def cluster_workers(value: Any) -> int:
+    """The worker count N of ``local:N`` (N >= 1)."""
+    match = re.fullmatch(r"local:(\d+)", value.strip()) if isinstance(value, str) else None
+    if not match or not 1 <= int(match.group(1)) <= 1024:
+        raise ValueError("expected local:N with N from 1 to 1024 worker processes (e.g. local:2)")
+    return int(match.group(1))
+
+
+def _parse_cluster(value: Any) -> str:
+    return f"local:{cluster_workers(value)}"
+
+
 # ---------------------------------------------------------------------------------- problem
 IMAGE = Option("image", str, "builtin:camera",
                f"Image file (PNG, TIFF, …), .npy/.npz array, or builtin:NAME ({', '.join(BUILTIN_IMAGES)}).")
@@ -89,10 +101,13 @@ BLUR_SIGMA = Option("blur_sigma", float, 1.0, "Std of the Gaussian blur kernel (
 BOUNDARY = Option("boundary", str, "circular", "Blur boundary condition.", choices=BOUNDARIES)
 KEEP_FRACTION = Option("keep_fraction", float, 0.5, "Fraction of pixels observed.", low=0, open_low=True, high=1)
 M = Option("m", int, None, "Number of measurements.", low=1, high=MAX_SIZE, default_text="n")
+CONDITION = Option("condition", float, None, "Condition number of the synthetic A: U diag(s) Vᵀ with Haar U, V and s "
+                   "geometric from √m+√n down to (√m+√n)/κ (our construction; --signal gaussian only).", low=1,
+                   default_text="none: iid N(0,1) entries")
 OPERATOR_NAME, _operators = choice("operator", [
     Component("blur", "Gaussian blur (FFT, exact spectrum)", (BLUR_SIGMA, BOUNDARY), frozenset({"image", "square"})),
     Component("well-conditioned", "U diag(s) Vᵀ, s from 1 to 2 (Fig. 3b)", (), frozenset({"image", "square"})),
-    Component("gaussian", "iid N(0,1) matrix, m × n", (M,), frozenset({"image", "synthetic"})),
+    Component("gaussian", "iid N(0,1) matrix, m × n", (M, CONDITION), frozenset({"image", "synthetic"})),
     Component("inpainting", "keeps a random fraction of the pixels", (KEEP_FRACTION,), frozenset({"image"})),
 ], "blur", "Forward operator A", default_text="blur; gaussian for --signal gaussian")
 OPERATOR = Section("operator", "the forward operator A", _operators, OPERATOR_NAME)
@@ -235,11 +250,14 @@ SCALE = Option("scale", str, "quick", "quick: minutes, for CI; paper: the paper'
                choices=("quick", "paper"))
 REPRODUCE_OUT = Option("out", str, "reproduce-out", "Output folder.")
 FRESH = Option("fresh", bool, False, "Discard finished cells in OUT and start over.")
-WORKERS = Option("workers", int, 1, "Processes running groups of cells side by side (each gets cores/workers threads).",
-                 low=1, high=256)
+CLUSTER = Option("cluster", str, None, "Run groups of cells on a Dask LocalCluster of N worker processes started here, "
+                 "each with cores/N torch threads (needs the extra dipcert[dask]).", parser=_parse_cluster,
+                 allowed_text="local:N, N from 1 to 1024", default_text="in this process")
+SCHEDULER = Option("scheduler", str, None, "Send groups of cells to the Dask distributed scheduler at this address "
+                   "(e.g. tcp://10.0.0.5:8786); see docs/cluster.md.", default_text="none")
 LIST = Option("list", bool, False, "List the experiments.")
 REPRODUCE = Section("reproduce", "how reproduce runs", {"reproduce": Component(
-    "reproduce", "", (SCALE, REPRODUCE_OUT, FRESH, WORKERS, LIST))})
+    "reproduce", "", (SCALE, REPRODUCE_OUT, FRESH, CLUSTER, SCHEDULER, LIST))})
 
 
 
@@ -278,6 +296,12 @@ COMPARE_LIST = Option("list", bool, False, "List the tasks and methods (with the
 COMPARE = Section("compare", "what compare runs", {"compare": Component(
     "compare", "", (COMPARE_IMAGES, COMPARE_SIZES, COMPARE_TASKS, COMPARE_METHODS, COMPARE_SEEDS, COMPARE_NOISE_LEVEL,
                     DIP_ITERS, replace(DEVICE, section=""), QUICK, COMPARE_OUT, replace(FRESH, section=""),
-                    replace(WORKERS, section=""), COMPARE_LIST))})
+                    replace(CLUSTER, section=""), replace(SCHEDULER, section=""), COMPARE_LIST))})
 
-ALL_SECTIONS: tuple[Section, ...] = (*RUN_SECTIONS, OUTPUT, REPORT, REPRODUCE, COMPARE)
+SWEEP_OUT = Option("out", str, "sweep-out", "Output folder.")
+SWEEP_LIST = Option("list", bool, False, "List the outputs a sweep file can record.")
+SWEEP = Section("sweep", "how sweep runs", {"sweep": Component(
+    "sweep", "", (SWEEP_OUT, replace(FRESH, section=""), replace(CLUSTER, section=""), replace(SCHEDULER, section=""),
+                  SWEEP_LIST))})
+
+ALL_SECTIONS: tuple[Section, ...] = (*RUN_SECTIONS, OUTPUT, REPORT, REPRODUCE, COMPARE, SWEEP)

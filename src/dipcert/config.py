@@ -174,6 +174,13 @@ def check_combination(config: RunConfig) -> None:
             if config.operator.blur_sigma > side:
                 raise ConfigError(f"--blur-sigma {config.operator.blur_sigma:g} is wider than the image "
                                   f"({side} pixels): use at most {side}")
+    if "problem" in s and "operator" in s and config.operator.values.get("condition") is not None:
+        if config.problem.name != "gaussian":
+            raise ConfigError("--condition shapes the synthetic A of --signal gaussian; an image problem's "
+                              "--operator gaussian has iid entries")
+        if min(config.signal_size, config.operator.m) == 1 and config.operator.condition != 1:
+            raise ConfigError(f"--condition {config.operator.condition:g} needs min(m, n) >= 2: an A with one "
+                              "singular value has condition number 1")
     if "noise" in s and "loss" in s:
         loss, noise = config.loss, config.noise
         if loss.can("needs_labels") and not noise.can("labels"):

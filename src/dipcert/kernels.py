@@ -114,7 +114,7 @@ def _descend_serial(Vt, z, w, steps, code, train_w, train_v, block, partial):
 
 def _threads() -> int:
     """Threads for a kernel: torch's setting (capped by Numba's pool), so that a process limited to
-    one thread (a worker of ``reproduce --workers``) starts no thread pool at all."""
+    one thread (a worker of ``--cluster local:2`` here) starts no thread pool at all."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if threads > 1:
         numba.set_num_threads(threads)

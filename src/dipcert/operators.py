@@ -430,6 +430,38 @@ class GaussianMatrix(Matrix):
         return op
 
 
+def conditioned_matrices(
+    m: int,
+    n: int,
+    condition: float,
+    seeds: Sequence[int],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> Matrix:
+    """A batch of m x n matrices A_i = U_i diag(s) V_iᵀ with a prescribed condition number: U_i, V_i
+    Haar-random orthonormal (drawn from ``seeds[i]`` on CPU in float64), s geometric from
+    σ_max = √m + √n (the edge of an iid N(0, 1) matrix's spectrum) down to σ_max/``condition``, so
+    κ(A_i) = ``condition`` exactly; ``condition`` 1 gives σ_max times a partial isometry."""
+    m, n = _positive_int(m, "m"), _positive_int(n, "n")
+    condition = _positive_float(condition, "condition")
+    rank = min(m, n)
+    if condition < 1 or (rank == 1 and condition != 1):
+        raise OperatorError(f"condition must be >= 1, and 1 when min(m, n) = 1; got {condition:g} for "
+                            f"m = {m}, n = {n}")
+    if len(seeds) == 0:
+        raise OperatorError("seeds must be a non-empty list of ints")
+    top = math.sqrt(m) + math.sqrt(n)
+    s = top * torch.logspace(0.0, -math.log10(condition), rank, dtype=torch.float64)
+    draws = []
+    for seed in seeds:
+        g = _generator(seed=seed)
+        U, V = _random_orthonormal(m, rank, g), _random_orthonormal(n, rank, g)
+        draws.append((U * s) @ V.mT)
+    op = Matrix(torch.stack(draws).to(device=_device(device), dtype=_check_dtype(dtype)))
+    op._params = {"kind": "conditioned", "condition": condition, "seeds": [int(seed) for seed in seeds]}
+    return op
+
+
 def _random_orthonormal(rows: int, cols: int, generator: torch.Generator) -> Tensor:
     """rows x cols float64 matrix with orthonormal columns: Q of a Gaussian QR, signs fixed by diag(R)."""
     q, r = torch.linalg.qr(torch.randn(rows, cols, generator=generator, dtype=torch.float64))

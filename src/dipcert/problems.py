@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .operators import GaussianMatrix, LinearOperator
+from .operators import GaussianMatrix, LinearOperator, conditioned_matrices
 from .seeding import derive_seed, generator
 
 
@@ -192,19 +192,25 @@ def gaussian_problem(
     noise: NoiseModel | float = 0.0,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
+    condition: float | None = None,
 ) -> Problem:
     """The paper's synthetic problems (Fig. 1-2): A and x̄ with iid N(0, 1) entries, one per seed.
-    ``noise``: a :class:`NoiseModel`, or a number, the std of white Gaussian noise."""
+    ``noise``: a :class:`NoiseModel`, or a number, the std of white Gaussian noise. With
+    ``condition`` κ, A has that condition number instead (:func:`~dipcert.operators.conditioned_matrices`;
+    our construction, the paper has none)."""
     for name, value in (("n", n), ("m", m)):
         if not isinstance(value, int) or value <= 0:
             raise ProblemError(f"{name} must be a positive integer, got {value!r}")
     seeds = [int(s) for s in seeds]
-    op = GaussianMatrix.from_seeds(m, n, [derive_seed(s, "operator") for s in seeds], dtype=dtype, device=device)
+    operator_seeds = [derive_seed(s, "operator") for s in seeds]
+    op = (GaussianMatrix.from_seeds(m, n, operator_seeds, dtype=dtype, device=device) if condition is None else
+          conditioned_matrices(m, n, condition, operator_seeds, dtype=dtype, device=device))
     x_true = torch.stack(
         [torch.randn(n, generator=generator(s, "signal"), dtype=torch.float64) for s in seeds]
     ).to(dtype=dtype, device=device)
     y, eps, described = _observe(op, op.forward_flat(x_true), noise, seeds)
-    return Problem(op, y, x_true, eps, description={"signal": "gaussian", "n": n, "m": m, "noise": described, "seeds": seeds})
+    return Problem(op, y, x_true, eps, description={"signal": "gaussian", "n": n, "m": m, "noise": described, "seeds": seeds,
+                                                      **({"condition": condition} if condition is not None else {})})
 
 
 def image_problem(

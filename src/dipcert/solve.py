@@ -115,7 +115,7 @@ def build_problem(config: RunConfig, notes: list[str] | None = None) -> tuple[Pr
     noise = build_noise(config)
     if config.problem.name == "gaussian":
         problem = gaussian_problem(config.problem.n, config.operator.m, config.seeds, noise, config.torch_dtype,
-                                   config.run.device)
+                                   config.run.device, condition=config.operator.condition)
         return problem, None
     image = load_image(config.problem.image, config.problem.size, notes=notes)
     operator = build_image_operator(config, image.shape)

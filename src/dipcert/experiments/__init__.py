@@ -18,6 +18,7 @@ from typing import Callable
 from ..components import SCALE
 from . import fig1, fig2, images, inertia
 from .engine import Cell, ResultStore, run_grid
+from .executors import DaskExecutor, InProcess
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,13 @@ def reproduce(
     out_dir: str | Path,
     *,
     fresh: bool = False,
-    workers: int = 1,
+    executor: InProcess | DaskExecutor | None = None,
     on_group: Callable[[list[Cell], float], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> dict[str, Path]:
     """Run (or resume) experiment ``name`` at ``scale`` in ``out_dir``; write its table
-    ``NAME.csv``, manifest ``NAME.json`` and figure ``NAME.png``; return their paths. ``workers``
-    processes run groups of cells side by side; ``on_notice`` hears of damaged cells recomputed."""
+    ``NAME.csv``, manifest ``NAME.json`` and figure ``NAME.png``; return their paths. ``executor`` runs the groups of cells (in this process by default, see
+    :mod:`.executors`); ``on_notice`` hears of damaged cells recomputed."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
@@ -71,7 +72,7 @@ def reproduce(
     start = time.perf_counter()
     grid = [cell for cell in module.cells(config) if experiment.keep(cell)]
     rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group, table=name,
-                    workers=workers, cost=getattr(module, "cost", None), on_notice=on_notice)
+                    executor=executor, cost=getattr(module, "cost", None), on_notice=on_notice)
     arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}
     figure = out / f"{name}.png"
     experiment.plot(config, rows, arrays, figure)

@@ -38,6 +38,7 @@ from ..images import BUILTIN_IMAGES, psnr, ssim
 from ..reconstruct.case import NOISE_LEVELS
 from ..report import save_figure
 from .engine import Cell, CellResult, ResultStore, run_grid, settings_and_choices
+from .executors import DaskExecutor, InProcess
 
 TITLE = "Comparison: the DIPs and the classical methods on the same observations"
 
@@ -382,18 +383,19 @@ def manifest(config: Config) -> dict:
     return settings_and_choices(config, __doc__)
 
 
-def compare(config: Config, out_dir: str | Path, *, fresh: bool = False, workers: int = 1,
-            on_group: Callable[[list[Cell], float], None] | None = None,
+def compare(config: Config, out_dir: str | Path, *, fresh: bool = False,
+            executor: InProcess | DaskExecutor | None = None, on_group: Callable[[list[Cell], float], None] | None = None,
             on_notice: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Run (or resume) the comparison of ``config`` in ``out_dir``: ``compare.csv`` (one row per case,
     method and rule), ``compare.md`` (per task, best first), ``compare-cases.md`` (per case),
-    ``compare.png`` and the manifest ``compare.json``."""
+    ``compare.png`` and the manifest ``compare.json``. ``executor`` runs the cells (in this process
+    by default, see :mod:`.executors`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, "compare", manifest(config), fresh=fresh)
     start = time.perf_counter()
     grid = cells(config)
-    rows = run_grid(store, grid, partial(run_group, config), group_of, on_group, workers=workers, cost=cost,
+    rows = run_grid(store, grid, partial(run_group, config), group_of, on_group, executor=executor, cost=cost,
                     on_notice=on_notice)
     seconds = time.perf_counter() - start
     arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}

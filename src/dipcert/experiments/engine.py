@@ -20,21 +20,16 @@ import dataclasses
 import hashlib
 import io
 import json
-import multiprocessing
-import os
 import shutil
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
 import numpy as np
-import torch
 
 from ..fileio import atomic_output, atomic_write_text
 from ..report import dumps, versions, write_csv
+from .executors import DaskExecutor, InProcess
 
 Row = dict[str, object]
 
@@ -230,29 +225,6 @@ def _parse(text: str):
     return {"True": True, "False": False}.get(text, text)
 
 
-def _timed(run_group: Callable[[list[Cell]], dict[str, CellResult]], threads: int, group: list[Cell]):
-    """Run one group in a worker process with ``threads`` torch threads; return results and seconds."""
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    return run_group(group), time.perf_counter() - start
-
-
-PARENT_POLL_SECONDS = 0.2
-"""How often a worker process checks that the process that started it is alive."""
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Worker initializer: a daemon thread ends this process as soon as ``parent`` is no longer its
-    parent (the parent died, even by SIGKILL, and the worker was re-parented)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def run_grid(
     store: ResultStore,
     cells: Sequence[Cell],
@@ -260,20 +232,18 @@ def run_grid(
     group_of: Callable[[Cell], Hashable] = lambda cell: cell.key,
     on_group: Callable[[list[Cell], float], None] | None = None,
     table: str | None = None,
-    workers: int = 1,
+    executor: InProcess | DaskExecutor | None = None,
     cost: Callable[[Cell], float] | None = None,
     on_notice: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Run every unfinished cell, group by group; write and return every cell's rows, in grid order.
 
     A cell whose files are damaged (see :meth:`ResultStore.check`) is recomputed, and ``on_notice``
-    is told why. With ``workers > 1``, groups run in that many processes (each with an equal share
-    of the cores, and each ending if this process dies), costliest first when ``cost`` estimates a
-    cell's cost; each finished group is written as soon as it arrives. ``run_group`` must then be
-    picklable (a module-level function, or a ``functools.partial`` of one).
+    is told why. The groups go to ``executor`` (:mod:`.executors`; in this process by default),
+    costliest first when ``cost`` estimates a cell's cost, and each finished group is written here as
+    soon as it arrives. For a Dask executor ``run_group`` must be picklable (a module-level function,
+    or a ``functools.partial`` of one).
     """
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     groups: dict[Hashable, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(group_of(cell), []).append(cell)
@@ -290,27 +260,9 @@ def run_grid(
             pending.append(todo)
     if cost is not None:
         pending.sort(key=lambda group: -sum(cost(cell) for cell in group))
-
-    def finish(group: list[Cell], results: dict[str, CellResult], seconds: float) -> None:
+    for group, results, seconds in (executor or InProcess()).run(run_group, pending):
         for cell in group:
             store.write(cell, results[cell.key])
         if on_group is not None:
             on_group(group, seconds)
-
-    if workers == 1 or len(pending) <= 1:
-        for group in pending:
-            finish(group, *_timed(run_group, torch.get_num_threads(), group))
-    else:
-        threads = max(1, torch.get_num_threads() // workers)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_timed, run_group, threads, group): group for group in pending}
-            try:
-                for future in as_completed(futures):
-                    finish(futures[future], *future.result())
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
     return store.assemble(cells, table)

@@ -25,12 +25,17 @@ from .entry import Reconstructor
 
 #: the iterates of one run are kept in memory to serve every rule; refuse beyond this many bytes
 SNAPSHOT_BUDGET_BYTES = 4 << 30
+#: the a-priori certificate of the two-layer network forms and diagonalizes the n x n Jacobian Gram
+#: (O(n^2 k + n^3)): 20 s at 64x64, 10-20 min at 128x128 on 2 cores, longer than the training; a DIP
+#: entry asks for it up to this many pixels and says so beyond
+CERTIFY_MAX_PIXELS = 64 * 64
 
 
 def run_config(case: Case, network: str, rule: str) -> RunConfig:
     """``solve``'s configuration of ``case`` (its ``task["config"]``) with ``network``, the stopping rule,
     the case's noise level for the rules that take one, and the certificate asked for where the
-    method has a theorem (gd, the gradient flow). ConfigError when the rule does not fit the method."""
+    method has a theorem (gd, the gradient flow) and the image has at most :data:`CERTIFY_MAX_PIXELS`
+    pixels. ConfigError when the rule does not fit the method."""
     values = {name: dict(section) for name, section in case.task.get("config", {}).items()}
     values.setdefault("problem", {})["size"] = case.shape
     values["network"] = {"network": network}
@@ -41,8 +46,8 @@ def run_config(case: Case, network: str, rule: str) -> RunConfig:
     values["training"] = {**values.get("training", {}), "record_every": 1}
     values.setdefault("run", {})["seed"] = case.seed
     config = RunConfig.build(values)
-    if not config.method.can("certifiable"):  # Adam and the like: the a-posteriori bound only (certificate_summary)
-        return config
+    if not config.method.can("certifiable") or config.signal_size > CERTIFY_MAX_PIXELS:
+        return config  # the a-posteriori bound only (certificate_summary)
     return RunConfig.build({**values, "certificate": {"certify": True}})
 
 
@@ -63,6 +68,10 @@ def certificate_summary(config: RunConfig, certificate, no_certificate: str | No
         out = {"certificate": certificate.verdict_text(0)}
     elif no_certificate is not None:
         out = {"certificate": f"none: {no_certificate}"}
+    elif config.method.can("certifiable"):
+        out = {"certificate": f"a-priori certificate not computed at {problem.n} pixels (its n x n Jacobian Gram "
+                              f"takes minutes beyond {CERTIFY_MAX_PIXELS}; dipcert certify computes it): "
+                              "a-posteriori bound only"}
     else:
         out = {"certificate": f"no a-priori theorem for {config.method.name}: a-posteriori bound only"}
     op = problem.operator

@@ -1,0 +1,178 @@
+"""dipcert sweep: the file format, its checks before any work, rows against solve, seeds, resume."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dipcert.cli import main
+from dipcert.config import ConfigError, RunConfig
+from dipcert.experiments.sweep import OUTPUTS, Sweep, run_sweep
+from dipcert.solve import solve
+
+BASE = {"problem": {"signal": "gaussian", "n": 5}, "training": {"iters": 300, "loss_tol": 1e-10}}
+
+
+def _sweep(**changes) -> Sweep:
+    data = {"sweep": {"name": "s", "trials": 3, "record": ["converged", "iterations", "final_loss", "error"]},
+            "base": BASE, "grid": {"operator.m": [1, 3], "network.width": [20, 200]}}
+    for key, value in changes.items():
+        table, _, name = key.partition("__")
+        if value is None:
+            data[table].pop(name)
+        else:
+            data.setdefault(table, {})[name] = value
+    return Sweep.from_dict(data)
+
+
+def _table(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+def test_rows_are_solve_metrics_of_each_cells_configuration(tmp_path):
+    sweep = _sweep()
+    paths = run_sweep(sweep, tmp_path)
+    rows = _table(paths["table"])
+    assert len(rows) == 4 * 3
+    expected = solve(RunConfig.build({**BASE, "operator": {"m": 3}, "network": {"width": 200},
+                                      "run": {"seed": 0, "runs": 3}})).metrics["runs"]
+    mine = [r for r in rows if r["operator.m"] == "3" and r["network.width"] == "200"]
+    for row, run in zip(mine, expected, strict=True):
+        assert int(row["seed"]) == run["seed"]
+        assert int(row["iterations"]) == run["iterations"]
+        assert float(row["final_loss"]) == pytest.approx(run["final_loss"], rel=1e-12)
+        assert float(row["error"]) == pytest.approx(run["error"], rel=1e-12)
+        assert row["converged"] == str(run["status"] == "converged")
+    summary = _table(paths["summary"])
+    assert len(summary) == 4 and all(r["trials"] == "3" for r in summary)
+    cell = [r for r in rows if r["operator.m"] == "1" and r["network.width"] == "20"]
+    assert float(next(s for s in summary if s["operator.m"] == "1" and s["network.width"] == "20")["iterations_mean"]) \
+        == pytest.approx(np.mean([int(r["iterations"]) for r in cell]))
+    manifest = json.loads(paths["manifest"].read_text())
+    assert manifest["configurations"]["operator.m=3_network.width=200"]["network"]["width"] == 200
+    assert manifest["executor"] == "in-process" and "seed 0 + t" in manifest["seed_rule"]
+
+
+def test_seed_rules_shared_and_per_cell(tmp_path):
+    shared = _table(run_sweep(_sweep(), tmp_path / "a")["table"])
+    assert [int(r["seed"]) for r in shared] == [0, 1, 2] * 4
+    per_cell = _table(run_sweep(_sweep(sweep__seeds="per-cell"), tmp_path / "b")["table"])
+    assert [int(r["seed"]) for r in per_cell] == list(range(12))
+
+
+def test_an_interrupted_sweep_resumes_to_the_same_table(tmp_path):
+    sweep = _sweep()
+    first = _table(run_sweep(sweep, tmp_path)["table"])
+    cells = tmp_path / "s.cells"
+    (cells / "operator.m=3_network.width=20.meta.json").unlink()  # killed while writing that cell
+    ran = []
+    again = _table(run_sweep(sweep, tmp_path, on_group=lambda group, s: ran.extend(c.key for c in group))["table"])
+    assert ran == ["operator.m=3_network.width=20"]
+    assert again == first
+
+
+def test_a_changed_sweep_is_refused_in_the_same_folder_but_the_plot_may_change(tmp_path):
+    run_sweep(_sweep(), tmp_path)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_sweep(_sweep(sweep__trials=4), tmp_path)
+    plotted = _sweep(plot__kind="curves", plot__x="network.width", plot__y="operator.m", plot__value="converged")
+    paths = run_sweep(plotted, tmp_path)
+    assert paths["figure"].stat().st_size > 0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sweep__trials": 0}, r"trials must be an integer from 1"),
+    ({"sweep__seeds": "random"}, r"seeds must be one of shared, per-cell"),
+    ({"sweep__record": ["psnr2"]}, r"unknown output\(s\) psnr2; allowed: status"),
+    ({"sweep__colour": 1}, r"\[sweep\]: unknown key\(s\) colour"),
+    ({"sweep__name": "../x"}, r"name must be a file name"),
+    ({"grid__width": [1]}, r"keys are section.option"),
+    ({"grid__run.seed": [1, 2]}, r"seeds and trials belong to \[sweep\]"),
+    ({"grid__network.d": []}, r"non-empty list"),
+    ({"grid__network.d": [4, 4]}, r"lists a value twice"),
+    ({"plot__x": "network.width", "plot__y": "operator.n", "plot__value": "converged"}, r"\[plot\] y must be a grid axis"),
+    ({"plot__x": "network.width", "plot__y": "operator.m", "plot__value": "psnr"}, r"value must be a recorded output"),
+    ({"plot__x": "network.width", "plot__y": "operator.m", "plot__value": "converged", "plot__statistic": "mode"},
+     r"statistic must be one of mean"),
+])
+def test_bad_sweep_files_are_refused_with_what_is_allowed(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        _sweep(**changes)
+
+
+def test_every_cell_is_checked_before_any_work(tmp_path):
+    bad = _sweep(**{"grid__network.width": [20, 0]})
+    with pytest.raises(ConfigError, match=r"cell operator.m = 1, network.width = 0: --width: expected an integer >= 1"):
+        run_sweep(bad, tmp_path)
+    assert not (tmp_path / "s.cells").exists()
+    with pytest.raises(ConfigError, match=r"condition_4 is a certificate quantity: set \[base.certificate\] certify"):
+        run_sweep(_sweep(sweep__record=["condition_4"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"psnr needs an image problem"):
+        run_sweep(_sweep(sweep__record=["psnr"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"--width does not apply to --network mlp"):
+        run_sweep(_sweep(**{"grid__network.network": ["two-layer", "mlp"]}), tmp_path)
+    huge = _sweep(**{"grid__network.width": [2_000_000_000]}, sweep__trials=1000)
+    with pytest.raises(ConfigError, match=r"cell operator.m = 1, network.width = 2000000000: .*memory"):
+        run_sweep(huge, tmp_path)
+
+
+def test_certificate_outputs_say_their_kind_and_images_record_psnr(tmp_path):
+    sweep = Sweep.from_dict({
+        "sweep": {"name": "c", "trials": 2, "record": ["condition_4", "sigma_min_J0", "step_max"]},
+        "base": {**BASE, "certificate": {"certify": True}}, "grid": {"network.width": [50]}})
+    rows = _table(run_sweep(sweep, tmp_path)["table"])
+    assert {r["sigma_min_J0_kind"] for r in rows} == {"exact"} and {r["step_max_kind"] for r in rows} == {"upper bound"}
+    assert all(r["condition_4"] in ("True", "False", "") for r in rows)
+    image = Sweep.from_dict({
+        "sweep": {"name": "i", "trials": 1, "record": ["psnr", "stop_tau"]},
+        "base": {"problem": {"signal": "image", "image": "builtin:camera", "size": "16"},
+                 "network": {"network": "two-layer", "width": 50}, "training": {"iters": 20}},
+        "grid": {"noise.noise_std": [0.0, 10.0]}})
+    rows = _table(run_sweep(image, tmp_path)["table"])
+    assert len(rows) == 2 and all(np.isfinite(float(r["psnr"])) for r in rows)
+
+
+def test_cli_sweep_runs_a_file_and_lists_outputs(tmp_path):
+    text = """
+[sweep]
+name = "cli"
+trials = 2
+[base]
+problem = { signal = "gaussian", n = 4 }
+training = { iters = 100 }
+[grid]
+"network.width" = [10, 100]
+"operator.m" = [1, 2]
+[plot]
+kind = "curves"
+x = "network.width"
+y = "operator.m"
+value = "converged"
+"""
+    path = tmp_path / "cli.toml"
+    path.write_text(text)
+    runner = CliRunner()
+    result = runner.invoke(main, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "4 cell(s) x 2 trial(s), in-process" in result.output
+    assert len(_table(tmp_path / "out" / "cli.csv")) == 8 and (tmp_path / "out" / "cli.png").exists()
+    listing = runner.invoke(main, ["sweep", "--list"])
+    assert listing.exit_code == 0 and all(name in listing.output for name in OUTPUTS)
+    assert runner.invoke(main, ["sweep"]).exit_code == 2
+    clash = runner.invoke(main, ["sweep", str(path), "--cluster", "local:2", "--scheduler", "tcp://x:1"])
+    assert clash.exit_code == 1 and "exclude each other" in clash.output
+    bad = runner.invoke(main, ["sweep", str(path), "--cluster", "local:0"])
+    assert bad.exit_code == 1 and "local:N with N from 1" in bad.output
+    missing = runner.invoke(main, ["sweep", str(tmp_path / "none.toml")])
+    assert missing.exit_code == 1 and "cannot read sweep file" in missing.output
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_sweep_file_is_valid(path):
+    sweep = Sweep.load(path)
+    assert len(sweep.check()) == len(sweep.cells()) > 1 and sweep.plot is not None
