@@ -94,6 +94,7 @@ def test_a_changed_sweep_is_refused_in_the_same_folder_but_the_plot_may_change(t
     ({"grid__width": [1]}, r"keys are section.option"),
     ({"grid__run.seed": [1, 2]}, r"seeds and trials belong to \[sweep\]"),
     ({"grid__network.d": []}, r"non-empty list"),
+    ({"grid__operator.m": None, "grid__network.width": None}, r"\[grid\] is empty: a sweep needs at least one axis"),
     ({"grid__network.d": [4, 4]}, r"lists a value twice"),
     ({"plot__x": "network.width", "plot__y": "operator.n", "plot__value": "converged"}, r"\[plot\] y must be a grid axis"),
     ({"plot__x": "network.width", "plot__y": "operator.m", "plot__value": "psnr"}, r"value must be a recorded output"),

@@ -387,12 +387,12 @@ def sweep(ctx: click.Context, file: str | None, **options) -> None:
 
     try:
         plan = Sweep.load(file)
-        plan.check()
+        configs = plan.check()  # before a cluster starts
         with open_executor(settings["cluster"], settings["scheduler"]) as executor:
             click.echo(f"{plan.name}: {len(plan.cells())} cell(s) x {plan.trials} trial(s), {executor.description}",
                        err=True)
             paths = run_sweep(plan, settings["out"], fresh=settings["fresh"], executor=executor, on_group=progress,
-                              on_notice=lambda text: click.echo(text, err=True))
+                              on_notice=lambda text: click.echo(text, err=True), configs=configs)
     except (ValueError, OSError, MissingExtra) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -181,6 +181,9 @@ class Sweep:
         if not isinstance(base, dict) or not all(isinstance(v, dict) for v in base.values()):
             raise ConfigError("[base] must hold sections of a run configuration ([base.operator], ...)")
         grid = data.get("grid", {})
+        if not isinstance(grid, dict) or not grid:
+            raise ConfigError("[grid] is empty: a sweep needs at least one axis (\"section.option\" = [values]); "
+                              "for one configuration, use dipcert solve --runs")
         axes = []
         for key, values in grid.items():
             if key.count(".") != 1:
@@ -230,8 +233,7 @@ class Sweep:
                 config = self.run_config(cell, index)
                 check_before_work(config)
             except ValueError as exc:
-                where = f"cell {_label(cell)}: " if self.axes else ""
-                raise ConfigError(f"{where}{exc}") from None
+                raise ConfigError(f"cell {_label(cell)}: {exc}") from None
             for name in self.record:
                 needs = OUTPUTS[name].needs
                 if needs == "image" and config.problem.name != "image":
@@ -270,7 +272,7 @@ def _plot(table: Any, axes: list[str], record: list[str]) -> PlotSpec | None:
         raise ConfigError(f"[plot] kind must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
     for key in ("x", "y"):
         if table.get(key) not in axes:
-            raise ConfigError(f"[plot] {key} must be a grid axis ({', '.join(axes) or 'the grid is empty'}), "
+            raise ConfigError(f"[plot] {key} must be a grid axis ({', '.join(axes)}), "
                               f"got {table.get(key)!r}")
     if table["x"] == table["y"]:
         raise ConfigError("[plot] x and y must be two different grid axes")
@@ -285,7 +287,7 @@ def _plot(table: Any, axes: list[str], record: list[str]) -> PlotSpec | None:
 
 
 def _label(cell: Cell) -> str:
-    return ", ".join(f"{key} = {value}" for key, value in cell.coords) or "the only cell"
+    return ", ".join(f"{key} = {value}" for key, value in cell.coords)
 
 
 # ----------------------------------------------------------------------------------------- cells
@@ -474,11 +476,12 @@ def check_panels(sweep: Sweep) -> None:
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, fresh: bool = False,
               executor: InProcess | DaskExecutor | None = None,
               on_group: Callable[[list[Cell], float], None] | None = None,
-              on_notice: Callable[[str], None] | None = None) -> dict[str, Path]:
-    """Check every cell, then run (or resume) ``sweep`` in ``out_dir``: ``NAME.csv`` (one row per
-    trial), ``NAME.summary.csv`` (one row per cell), ``NAME.png`` (the [plot], if any) and the
-    manifest ``NAME.json``."""
-    configs = sweep.check()
+              on_notice: Callable[[str], None] | None = None,
+              configs: list[RunConfig] | None = None) -> dict[str, Path]:
+    """Check every cell (unless ``configs``, what :meth:`Sweep.check` returned, is given), then run
+    (or resume) ``sweep`` in ``out_dir``: ``NAME.csv`` (one row per trial), ``NAME.summary.csv`` (one
+    row per cell), ``NAME.png`` (the [plot], if any) and the manifest ``NAME.json``."""
+    configs = configs if configs is not None else sweep.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, sweep.name, sweep.stamp(), fresh=fresh)
