@@ -1,6 +1,7 @@
-"""The widths of study 1 (docs/studies.md): k_1/2, the width at which a fraction 1/2 of the trials
-converge (and at which condition (4) holds), per (n, m, kappa), and the exponents of a power-law
-fit k_1/2 ~ n^a m^b kappa^c, to set beside Corollary III.2's k >~ kappa(A) n^2 m.
+"""The widths of studies 1 and 2 (docs/studies.md): k_1/2, the width at which a fraction 1/2 of the
+trials converge (and at which condition (4) holds), per combination of the sweep's other grid axes;
+where those are n, m and kappa, the exponents of a power-law fit k_1/2 ~ n^a m^b kappa^c, to set
+beside Corollary III.2's k >~ kappa(A) n^2 m.
 
 k_1/2 is interpolated linearly in log10 k between the two grid widths where the fraction crosses
 1/2; a cell whose fraction is already >= 1/2 at the smallest width, or never reaches it, gives no
@@ -16,14 +17,21 @@ from collections import defaultdict
 
 import numpy as np
 
-KEYS = ("problem.n", "operator.m", "operator.condition")
+KEYS = ("problem.n", "operator.m", "operator.condition")  # the axes of the power-law fit
 
 
-def fractions(rows: list[dict], column: str) -> dict[tuple, list[tuple[float, float]]]:
-    """(n, m, kappa) -> [(k, fraction of trials with ``column`` true)], k ascending."""
+def _value(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def fractions(rows: list[dict], column: str, keys: list[str]) -> dict[tuple, list[tuple[float, float]]]:
+    """Values of ``keys`` -> [(k, fraction of trials with ``column`` true)], k ascending."""
     counts: dict[tuple, dict[float, list[int]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        key = tuple(float(row[k]) for k in KEYS)
+        key = tuple(_value(row[k]) for k in keys)
         if row[column] in ("True", "False"):
             counts[key][float(row["network.width"])].append(row[column] == "True")
     return {key: sorted((k, float(np.mean(v))) for k, v in by_k.items()) for key, by_k in counts.items()}
@@ -64,23 +72,27 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.table, newline="") as fh:
         rows = list(csv.DictReader(fh))
+    keys = [c for c in rows[0] if "." in c and c != "network.width"]  # the other grid axes
+    fitted_axes = tuple(keys) == KEYS
     results = {}
     recorded = [(c, w) for c, w in (("converged", "converges"), ("condition_4", "condition (4) holds"))
                 if rows and c in rows[0]]
     for column, what in recorded:
-        curves = fractions(rows, column)
+        curves = fractions(rows, column, keys)
         print(f"\nk_1/2 where training {what} with probability 1/2" if column == "converged" else
               f"\nk_1/2 where {what} with probability 1/2")
-        print(f"{'n':>4}{'m':>4}{'kappa':>8}  {'k_1/2':>10}   kappa n^2 m")
+        print("  ".join(keys) + "  k_1/2" + ("   kappa n^2 m" if fitted_axes else ""))
         points = []
         for key in sorted(curves):
             value, label = k_half(curves[key])
-            n, m, kappa = key
-            print(f"{n:4g}{m:4g}{kappa:8g}  {label:>10}   {kappa * n * n * m:10g}")
+            extra = f"   {key[2] * key[0] ** 2 * key[1]:g}" if fitted_axes else ""
+            print("  ".join(f"{v:g}" if isinstance(v, float) else v for v in key) + f"  {label}{extra}")
             if value is not None:
                 points.append((key, value))
-        fitted = fit(points)
+        fitted = fit(points) if fitted_axes else None
         results[column] = (curves, points, fitted)
+        if not fitted_axes:
+            continue
         if fitted is None:
             print("too few finite k_1/2 to fit exponents")
         else:
@@ -88,8 +100,10 @@ def main() -> None:
             terms = ", ".join(f"{name} {c:+.2f}" for name, c in zip(("n", "m", "kappa"), coef[1:]) if np.isfinite(c))
             print(f"fit log10 k_1/2 = {coef[0]:.2f} + exponents ({terms}); RMS residual {rms:.2f} decades over "
                   f"{count} cells (Corollary III.2: n +2, m +1, kappa +1)")
-    if args.figure:
+    if args.figure and fitted_axes:
         draw(results, args.figure)
+    elif args.figure:
+        print(f"no figure: the grid's other axes are {', '.join(keys)}, not n, m and kappa")
 
 
 def draw(results: dict, path: str) -> None:
