@@ -104,6 +104,7 @@ def _finished(cells: Path) -> int:
 def test_a_local_cluster_gives_the_in_process_table(tmp_path, monkeypatch):
     serial = run_grid(ResultStore(tmp_path / "serial", "fig1", fig1.manifest(TINY)), fig1.cells(TINY),
                       partial(fig1.run_group, TINY), fig1.group_of, cost=fig1.cost)
+    environment = dict(os.environ)
     monkeypatch.setattr(executors, "available_cores", lambda: 2 * torch.get_num_threads())  # as many threads
     # per worker as this process has (the in-process reference's), so that the tables agree bit for bit
     with open_executor(cluster="local:2") as executor:
@@ -115,6 +116,7 @@ def test_a_local_cluster_gives_the_in_process_table(tmp_path, monkeypatch):
                            partial(fig1.run_group, TINY), fig1.group_of, executor=executor, cost=fig1.cost)
         sweep = Sweep.from_dict(_sweep_dict(iters=200))
         on_cluster = _table(run_sweep(sweep, tmp_path / "sweep-cluster", executor=executor)["table"])
+    assert dict(os.environ) == environment  # Dask's OMP_NUM_THREADS=1 for its workers does not stay here
     assert _strip(cluster) == _strip(serial)
     assert on_cluster == _table(run_sweep(sweep, tmp_path / "sweep-serial")["table"])
 

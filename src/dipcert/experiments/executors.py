@@ -139,10 +139,15 @@ def open_executor(cluster: str | None = None, scheduler: str | None = None) -> I
     workers = cluster_workers(cluster)
     threads = max(1, available_cores() // workers)
     environment = {THREADS_VARIABLE: str(threads)}
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=logging.ERROR, env=environment) as local, \
-            distributed.Client(local) as client:
-        yield DaskExecutor(client, f"local cluster of {workers} worker processes, {threads} torch thread(s) each")
+    saved = dict(os.environ)  # the nannies set OMP_NUM_THREADS=1 and more here, for their workers
+    try:
+        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                      silence_logs=logging.ERROR, env=environment) as local, \
+                distributed.Client(local) as client:
+            yield DaskExecutor(client, f"local cluster of {workers} worker processes, {threads} torch thread(s) each")
+    finally:  # ... and leave them: what this process starts later would inherit one thread
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 __all__ = ["DaskExecutor", "InProcess", "MissingExtra", "WorkerMismatch", "THREADS_VARIABLE", "available_cores", "open_executor"]
