@@ -315,7 +315,7 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
     return out
 
 
-def cost(sweep: Sweep, configs: dict[str, RunConfig], cell: Cell) -> float:
+def cost(configs: dict[str, RunConfig], cell: Cell) -> float:
     """A rough relative cost, to start the costliest cells first: trials x iterations x n x width."""
     config = configs[cell.key]
     width = config.network.values.get("width") or sum(config.network.values.get("widths") or ()) or 1
@@ -489,7 +489,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, fresh: bool = False,
     by_key = {cell.key: config for cell, config in zip(grid, configs)}
     start = time.perf_counter()
     rows = run_grid(store, grid, partial(run_group, sweep), on_group=on_group, executor=executor,
-                    cost=partial(cost, sweep, by_key), on_notice=on_notice)
+                    cost=partial(cost, by_key), on_notice=on_notice)
     seconds = time.perf_counter() - start
     per_cell = summary_rows(sweep, rows)
     summary_path = out / f"{sweep.name}.summary.csv"
