@@ -13,9 +13,13 @@ import time
 
 import torch
 
-from dipcert.experiments.fig1 import Config, _network, _padded_problem
+from dipcert.experiments.fig1 import _padded_problem
+from dipcert.networks import TwoLayerDIP
 from dipcert.optim import GradientDescent, train
+from dipcert.seeding import derive_seed
 from dipcert.steps import auto_steps
+
+N, MS, LOSS_TOL = 5, list(range(1, 11)), 1e-14  # the Fig. 1 setting (sweeps/fig1.toml)
 
 
 def main() -> None:
@@ -24,16 +28,15 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--iters", type=int, default=20_000)
     args = parser.parse_args()
-    config = Config(trials=args.trials, iters=args.iters)
-    k, ms, seeds = int(round(10**args.log10_k)), list(config.ms), list(range(args.trials))
-    problem = _padded_problem(config, ms, seeds)
-    network = _network(config, k, seeds * len(ms))
+    k, ms, seeds = int(round(10**args.log10_k)), MS, list(range(args.trials))
+    problem = _padded_problem(N, ms, seeds)
+    network = TwoLayerDIP(N, k, seeds=[derive_seed(s, "network") for s in seeds] * len(ms))
     steps = auto_steps(problem, network)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"k = {k}, m = {ms[0]}..{ms[-1]}, {args.trials} trials per m ({len(steps)} in all), {args.iters} iterations")
 
     start = time.perf_counter()
-    batched = train(problem, network, GradientDescent(steps), max_iters=args.iters, loss_tol=config.loss_tol,
+    batched = train(problem, network, GradientDescent(steps), max_iters=args.iters, loss_tol=LOSS_TOL,
                     record_every=args.iters)
     t_batched = time.perf_counter() - start
 
@@ -42,7 +45,7 @@ def main() -> None:
     for b in range(len(steps)):
         index = torch.tensor([b])
         one = train(problem.select(index), network.select(index), GradientDescent(steps[index]),
-                    max_iters=args.iters, loss_tol=config.loss_tol, record_every=args.iters)
+                    max_iters=args.iters, loss_tol=LOSS_TOL, record_every=args.iters)
         statuses.append(one.status[0])
     t_single = time.perf_counter() - start
     agree = sum(a == b for a, b in zip(statuses, batched.status))

@@ -158,7 +158,7 @@ def test_kl_certificate_bounds_hold_along_gradient_descent():
     assert cert["v_max"].kind == "upper bound" and cert["L"].kind == "upper bound"
     assert cert["R_prime"].kind == "upper bound" and "Theorem III.1 applies" in cert.verdict_text()
     assert cert["loss_grad_lipschitz"].value == pytest.approx(problem.y.amax(-1).numpy() / 0.05**2, rel=1e-12)
-    result = train(problem, net, GradientDescent(float(cert["step"].value[0])), loss=KLLoss(eps=0.05),
+    result = train(problem, net, GradientDescent(torch.as_tensor(cert["step"].value)), loss=KLLoss(eps=0.05),
                    max_iters=200, snapshot_at=range(0, 201, 10))
     h = result.history
     bounds = cert.bounds_at(h.iteration)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_fig1
 from dipcert.experiments import executors, fig1
 from dipcert.experiments.engine import ResultStore, run_grid
 from dipcert.experiments.executors import MissingExtra, open_executor
@@ -24,7 +25,7 @@ from dipcert.experiments.sweep import Sweep, run_sweep
 
 pytest.importorskip("distributed")
 
-TINY = fig1.Config(ms=(1, 3), log10_ks=(1.0, 2.0), certify_log10_ks=(3.0,), trials=4, iters=2000, loss_tol=1e-10)
+TINY = tiny_fig1()
 SWEEP = """
 [sweep]
 name = "slow"
@@ -102,8 +103,8 @@ def _finished(cells: Path) -> int:
 
 
 def test_a_local_cluster_gives_the_in_process_table(tmp_path, monkeypatch):
-    serial = run_grid(ResultStore(tmp_path / "serial", "fig1", fig1.manifest(TINY)), fig1.cells(TINY),
-                      partial(fig1.run_group, TINY), fig1.group_of, cost=fig1.cost)
+    serial = run_grid(ResultStore(tmp_path / "serial", "fig1", TINY.stamp()), TINY.cells(),
+                      partial(fig1.run_group, TINY), fig1.group_of)
     environment = dict(os.environ)
     monkeypatch.setattr(executors, "available_cores", lambda: 2 * torch.get_num_threads())  # as many threads
     # per worker as this process has (the in-process reference's), so that the tables agree bit for bit
@@ -112,8 +113,8 @@ def test_a_local_cluster_gives_the_in_process_table(tmp_path, monkeypatch):
         assert executor.description == f"local cluster of 2 worker processes, {threads} torch thread(s) each"
         on_workers = [result for _, result, _ in executor.run(lambda group: torch.get_num_threads(), [[1], [2]])]
         assert on_workers == [threads, threads]  # set in each worker's environment, read there
-        cluster = run_grid(ResultStore(tmp_path / "cluster", "fig1", fig1.manifest(TINY)), fig1.cells(TINY),
-                           partial(fig1.run_group, TINY), fig1.group_of, executor=executor, cost=fig1.cost)
+        cluster = run_grid(ResultStore(tmp_path / "cluster", "fig1", TINY.stamp()), TINY.cells(),
+                           partial(fig1.run_group, TINY), fig1.group_of, executor=executor)
         sweep = Sweep.from_dict(_sweep_dict(iters=200))
         on_cluster = _table(run_sweep(sweep, tmp_path / "sweep-cluster", executor=executor)["table"])
     assert dict(os.environ) == environment  # Dask's OMP_NUM_THREADS=1 for its workers does not stay here

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -13,10 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from dipcert.cli import main
+from conftest import tiny_fig1
 from dipcert.experiments import fig1
 from dipcert.experiments.engine import ConfigMismatch, ResultStore, run_grid
+from dipcert.experiments.sweep import run_group as run_cells
 
-TINY = fig1.Config(ms=(1, 3), log10_ks=(1.0, 2.0), certify_log10_ks=(3.0,), trials=4, iters=2000, loss_tol=1e-10)
+TINY = tiny_fig1()
 
 
 def _table(path):
@@ -24,27 +25,45 @@ def _table(path):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
 
 
-def _run(out, config=TINY, order=None, fresh=False, on_group=None):
-    store = ResultStore(out, "fig1", fig1.manifest(config), fresh=fresh)
-    cells = fig1.cells(config)
-    run_grid(store, order(cells) if order else cells, partial(fig1.run_group, config), fig1.group_of, on_group)
+def _run(out, sweep=TINY, order=None, fresh=False, on_group=None):
+    store = ResultStore(out, "fig1", sweep.stamp(), fresh=fresh)
+    cells = sweep.cells()
+    run_grid(store, order(cells) if order else cells, partial(fig1.run_group, sweep), fig1.group_of, on_group)
     return store.assemble(cells)
+
+
+def _same_rows(rows, reference, rel=1e-6):
+    """Equal but for floats, which batching may change in their last bits."""
+    assert len(rows) == len(reference)
+    for a, b in zip(rows, reference):
+        assert list(a) == list(b)
+        for key in a:
+            if key == "seconds":
+                continue
+            if isinstance(a[key], float):
+                assert a[key] == pytest.approx(b[key], rel=rel, abs=1e-14, nan_ok=True), key
+            else:
+                assert a[key] == b[key], key
+
+
+def test_fig1s_batched_groups_give_the_sweeps_own_rows(one_thread):
+    """Every m of a width in one padded batch (fig1.run_group) against each cell solved alone, as any
+    sweep runs (the generic runner: solve, per-run steps, per-form certificates)."""
+    for group in ([c for c in TINY.cells() if c["network.width"] == 100], [c for c in TINY.cells() if c["training.iters"] == 1]):
+        batched, alone = fig1.run_group(TINY, group), run_cells(TINY, group)
+        for cell in group:
+            _same_rows(batched[cell.key].rows, alone[cell.key].rows)
+    assert {r["status"] for r in batched[group[0].key].rows} == {"max_iterations"}  # the certificate-only block
 
 
 def test_results_do_not_depend_on_cell_order_or_batching(tmp_path):
     forward = _run(tmp_path / "a")
     backward = _run(tmp_path / "b", order=lambda cells: cells[::-1])
-    assert len(forward) == len(backward)
-    for a, b in zip(forward, backward):  # the same trials; batch order only changes rounding
-        for key in a:
-            if isinstance(a[key], float) and key != "seconds":
-                assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-15, nan_ok=True), key
-            elif key != "seconds":
-                assert a[key] == b[key], key
+    _same_rows(backward, forward, rel=1e-9)  # the same trials; batch order only changes rounding
     # one cell alone (m = 3 without m = 1 in its batch) gives the same trials
-    alone = fig1.run_group(TINY, [c for c in fig1.cells(TINY) if c["m"] == 3 and c["log10_k"] == 1.0])
+    alone = fig1.run_group(TINY, [c for c in TINY.cells() if c["operator.m"] == 3 and c["network.width"] == 10])
     key = next(iter(alone))
-    batched = [r for r in forward if r["m"] == 3 and r["log10_k"] == 1.0]
+    batched = [r for r in forward if r["operator.m"] == 3 and r["network.width"] == 10]
     for a, b in zip(alone[key].rows, batched):
         assert a["status"] == b["status"] and a["iterations"] == b["iterations"]
         assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-6, abs=1e-14)
@@ -62,10 +81,10 @@ def test_interrupted_run_resumes_to_the_same_table(tmp_path):
     with pytest.raises(Stop):
         _run(tmp_path / "run", on_group=stop_after_first)
     finished = list((tmp_path / "run" / "fig1.cells").glob("*.csv"))
-    assert 0 < len(finished) < len(fig1.cells(TINY))
+    assert 0 < len(finished) < len(TINY.cells())
     ran = []
     resumed = _run(tmp_path / "run", on_group=lambda cells, s: ran.extend(cells))
-    assert len(ran) == len(fig1.cells(TINY)) - len(finished)  # finished cells were skipped
+    assert len(ran) == len(TINY.cells()) - len(finished)  # finished cells were skipped
     strip = lambda rows: [{k: repr(v) for k, v in r.items() if k != "seconds"} for r in rows]  # nan == nan
     assert strip(resumed) == strip(reference)
 
@@ -79,12 +98,12 @@ def test_killed_cli_run_resumes_to_the_same_table(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "fig1.cells").glob("m=*.csv"))) < 2:
+    while time.time() < deadline and len(list((out / "fig1.cells").glob("training.iters=*.csv"))) < 2:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list((out / "fig1.cells").glob("m=*.csv")))
-    assert 0 < done < len(fig1.cells(fig1.Config.at_scale("quick")))
+    done = len(list((out / "fig1.cells").glob("training.iters=*.csv")))
+    assert 0 < done < len(fig1.load("quick").cells())
     assert not (out / "fig1.csv").exists()
     again = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
@@ -94,9 +113,9 @@ def test_killed_cli_run_resumes_to_the_same_table(tmp_path):
 def test_other_configuration_is_refused(tmp_path):
     _run(tmp_path)
     with pytest.raises(ConfigMismatch, match="another configuration"):
-        _run(tmp_path, config=replace(TINY, trials=5))
-    rows = _run(tmp_path, config=replace(TINY, trials=5), fresh=True)
-    assert len(rows) == 5 * len(fig1.cells(TINY))
+        _run(tmp_path, sweep=tiny_fig1(trials=5))
+    rows = _run(tmp_path, sweep=tiny_fig1(trials=5), fresh=True)
+    assert len(rows) == 5 * len(TINY.cells())
 
 
 def test_reproduce_fig1_quick_shape(tmp_path):
@@ -104,14 +123,14 @@ def test_reproduce_fig1_quick_shape(tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("fig1.png", "fig1.csv", "fig1.json"):
         assert (tmp_path / name).stat().st_size > 0
-    config = fig1.Config.at_scale("quick")
+    sweep = fig1.load("quick")
     rows = _table(tmp_path / "fig1.csv")
-    assert len(rows) == config.trials * len(fig1.cells(config))
+    assert len(rows) == sweep.trials * len(sweep.cells()) == 8 * 5 * 4
     summary = json.loads((tmp_path / "fig1.json").read_text())["summary"]
     conv = summary["probability"]["converged"]
-    for m in config.ms:
+    for m in (1, 2, 3, 5, 8):
         trained = [float(p) for p in conv[str(m)] if p != "nan"]
-        assert len(trained) == len(config.log10_ks)
+        assert len(trained) == 3  # k = 10, 100, 1000 (10^4: certificate only)
         assert trained[-1] >= trained[0]  # convergence becomes likelier with width
     cond = [float(p) for p in summary["probability"]["condition_4_radius_free"]["1"]]
     assert cond[-1] >= cond[0] and cond[-1] > 0  # (4) starts to hold as k grows (m = 1)
@@ -154,6 +173,20 @@ def test_folding_A_into_the_output_layer_is_exact():
     fold = train(fproblem, fnet, GradientDescent(0.05), max_iters=500)
     np.testing.assert_allclose(fold.history.loss, plain.history.loss, rtol=1e-10, atol=1e-16)
     np.testing.assert_allclose(fold.history.param_dist, plain.history.param_dist, rtol=1e-10, atol=1e-13)
+
+
+def test_fig2s_folded_batches_give_the_sweeps_own_rows(one_thread):
+    """Every step of one (n, k) in one folded batch (fig2.run_group) against each cell solved alone
+    without folding, as any sweep runs."""
+    from dipcert.experiments import fig2
+
+    sweep = fig2.load("quick")
+    group = [c for c in sweep.cells() if c["network.width"] == 100]
+    batched, alone = fig2.run_group(sweep, group), run_cells(sweep, group)
+    for cell in group:
+        _same_rows(batched[cell.key].rows, alone[cell.key].rows)
+    statuses = {r["status"] for cell in group for r in batched[cell.key].rows}
+    assert {"converged", "diverged"} <= statuses  # the steps span the threshold
 
 
 def test_reproduce_fig2_quick(tmp_path):

@@ -22,7 +22,9 @@ def _sweep(**changes) -> Sweep:
             "base": BASE, "grid": {"operator.m": [1, 3], "network.width": [20, 200]}}
     for key, value in changes.items():
         table, _, name = key.partition("__")
-        if value is None:
+        if not name:  # a whole table
+            data[table] = value
+        elif value is None:
             data[table].pop(name)
         else:
             data.setdefault(table, {})[name] = value
@@ -76,6 +78,49 @@ def test_an_interrupted_sweep_resumes_to_the_same_table(tmp_path):
     assert again == first
 
 
+def test_a_cells_trials_give_the_same_rows_in_smaller_batches(tmp_path):
+    """Seeds, steps (one per run) and certificates do not depend on the batch a trial is trained in:
+    only the last bits of batched arithmetic may move."""
+    record = ["status", "iterations", "final_loss", "error", "step", "condition_4", "R_prime"]
+    base = {**BASE, "method": {"step": "certified"}, "certificate": {"certify": True, "hessian_iters": 1}}
+    whole = _sweep(sweep__record=record, sweep__trials=5, base=base)
+    split = _sweep(sweep__record=record, sweep__trials=5, sweep__batch=2, base=base)
+    assert split.batches() == [(0, 2), (2, 2), (4, 1)]
+    a, b = _table(run_sweep(whole, tmp_path / "a")["table"]), _table(run_sweep(split, tmp_path / "b")["table"])
+    assert len(a) == len(b) == 20
+    for x, y in zip(a, b, strict=True):
+        for key in ("operator.m", "network.width", "trial", "seed", "status", "iterations", "condition_4",
+                    "condition_4_kind"):
+            assert x[key] == y[key], key
+        for key in ("final_loss", "error", "step", "R_prime"):
+            assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-6, abs=1e-14), key
+
+
+def test_grid_blocks_concatenate_products_of_the_same_axes_and_scales_overlay_the_file(tmp_path):
+    data = {"sweep": {"name": "b", "trials": 2, "record": ["iterations"]}, "base": BASE,
+            "grid": [{"operator.m": [1, 3], "network.width": [20], "training.iters": [300]},
+                     {"operator.m": [1], "network.width": [200, 2000], "training.iters": [1]}],
+            "scales": {"quick": {"sweep": {"trials": 1}, "base": {"network": {"d": 8}},
+                                 "grid": {"operator.m": [2], "network.width": [20], "training.iters": [5]}}}}
+    sweep = Sweep.from_dict(data)
+    assert [c.key for c in sweep.cells()] == [
+        "operator.m=1_network.width=20_training.iters=300", "operator.m=3_network.width=20_training.iters=300",
+        "operator.m=1_network.width=200_training.iters=1", "operator.m=1_network.width=2000_training.iters=1"]
+    assert dict(sweep.axes) == {"operator.m": (1, 3), "network.width": (20, 200, 2000), "training.iters": (300, 1)}
+    rows = _table(run_sweep(sweep, tmp_path / "full")["table"])
+    assert [int(r["iterations"]) <= 1 for r in rows] == [False] * 4 + [True] * 4
+    quick = Sweep.from_dict(data, scale="quick")
+    assert quick.trials == 1 and len(quick.cells()) == 1
+    assert quick.base["network"] == {"d": 8} and quick.base["problem"] == BASE["problem"]
+    assert quick.stamp() != sweep.stamp()
+    with pytest.raises(ConfigError, match="has no scale 'paper'; it has: quick"):
+        Sweep.from_dict(data, scale="paper")
+    with pytest.raises(ConfigError, match="blocks overlap: the cell operator.m=1_network.width=20_training.iters=300"):
+        Sweep.from_dict({**data, "grid": [data["grid"][0], data["grid"][0]]})
+    with pytest.raises(ConfigError, match="must list the same axes"):
+        Sweep.from_dict({**data, "grid": [data["grid"][0], {"operator.m": [5]}]})
+
+
 def test_a_changed_sweep_is_refused_in_the_same_folder_but_the_plot_may_change(tmp_path):
     run_sweep(_sweep(), tmp_path)
     with pytest.raises(ValueError, match="another configuration"):
@@ -88,6 +133,8 @@ def test_a_changed_sweep_is_refused_in_the_same_folder_but_the_plot_may_change(t
 @pytest.mark.parametrize("changes, message", [
     ({"sweep__trials": 0}, r"trials must be an integer from 1"),
     ({"sweep__seeds": "random"}, r"seeds must be one of shared, per-cell"),
+    ({"sweep__batch": 4}, r"batch \(trials trained at once\) must be an integer from 1 to trials = 3, got 4"),
+    ({"sweep__batch": 0}, r"batch .* from 1 to trials"),
     ({"sweep__record": ["psnr2"]}, r"unknown output\(s\) psnr2; allowed: status"),
     ({"sweep__colour": 1}, r"\[sweep\]: unknown key\(s\) colour"),
     ({"sweep__name": "../x"}, r"name must be a file name"),
@@ -136,6 +183,33 @@ def test_certificate_outputs_say_their_kind_and_images_record_psnr(tmp_path):
         "grid": {"noise.noise_std": [0.0, 10.0]}})
     rows = _table(run_sweep(image, tmp_path)["table"])
     assert len(rows) == 2 and all(np.isfinite(float(r["psnr"])) for r in rows)
+
+
+def test_condition_4_by_form_is_the_certificate_of_each_trial_at_theta_0(tmp_path):
+    """The per-form outputs are Fig. 1 (a)'s quantity: condition (4) of each trial's own problem and
+    initialization under each Lipschitz form (built here directly), whatever the training did."""
+    from dipcert.certify import LIPSCHITZ_FORMS, certify_forms
+    from dipcert.networks import TwoLayerDIP
+    from dipcert.problems import gaussian_problem
+    from dipcert.seeding import derive_seed
+
+    names = [f"condition_4_{form.replace('-', '_')}" for form in LIPSCHITZ_FORMS]
+    sweep = Sweep.from_dict({"sweep": {"name": "f", "trials": 6, "batch": 4, "record": names},
+                             "base": {**BASE, "training": {"iters": 50}},
+                             "grid": {"operator.m": [1, 3], "network.width": [3000]}})
+    rows = _table(run_sweep(sweep, tmp_path)["table"])
+    held = 0
+    for m in (1, 3):
+        seeds = list(range(6))
+        network = TwoLayerDIP(5, 3000, seeds=[derive_seed(s, "network") for s in seeds])
+        expected = certify_forms(gaussian_problem(5, m, seeds), network, LIPSCHITZ_FORMS, hessian_iters=0)
+        mine = [r for r in rows if r["operator.m"] == str(m)]
+        for t, row in enumerate(mine):
+            assert [row[n] for n in names] == [str(bool(c.holds[t])) for c in expected]
+            held += sum(bool(c.holds[t]) for c in expected)
+    assert 0 < held < 2 * 6 * 3  # the case decides both ways
+    with pytest.raises(ConfigError, match="needs the two-layer network and the MSE loss; cell network.network = mlp"):
+        Sweep.from_dict({"sweep": {"record": names[:1]}, "base": BASE, "grid": {"network.network": ["mlp"]}}).check()
 
 
 def test_cli_sweep_runs_a_file_and_lists_outputs(tmp_path):

@@ -652,7 +652,7 @@ def certify_forms(
     network: Network,
     lipschitz_forms: Sequence[str | None],
     *,
-    step: float | None = None,
+    step: float | Sequence[float] | None = None,
     loss: Loss | None = None,
     hessian_iters: int = 10,
     hessian_safety: float = 2.0,
@@ -668,8 +668,8 @@ def certify_forms(
     """One certificate per Lipschitz form, sharing the spectra, the NTK Gram matrix and the Hessian
     estimate (computed once).
 
-    ``step=None`` uses γ = 1/(2L) with L the certified bound (or the estimate where there is none;
-    the paper's best step, ν2 = 6L).
+    ``step`` is one γ for every run or one per run; ``step=None`` uses γ = 1/(2L) of each run, with
+    L the certified bound (or the estimate where there is none; the paper's best step, ν2 = 6L).
     ``dist`` is the assumed dist(x̄, Σ') of (8). ``paper_constant`` is the unknown constant of (10);
     ``corollary_constants`` are (C, C') of Corollary III.2; both only scale estimates.
     ``hessian_iters=0`` skips the Hessian estimate of L (it never enters the verdict).
@@ -791,10 +791,14 @@ def certify_forms(
             q["nu2"] = _q(nu2, "exact", "gradient flow: the bounds take the time t in place of nu2 tau")
             gl = np.zeros(batch)
         else:
-            gamma = np.full(batch, 1 / (2 * np.max(L))) if step is None else np.full(batch, float(step))
-            if step is not None and not (math.isfinite(step) and step > 0):
-                raise ValueError(f"step must be a finite number > 0, got {step}")
-            q["step"] = _q(gamma, "exact", "1/(2L), the paper's best step" if step is None else "given")
+            if step is None:
+                with np.errstate(divide="ignore"):
+                    gamma = 1 / (2 * L)
+            else:
+                gamma = np.broadcast_to(np.asarray(step, dtype=np.float64), (batch,)).copy()
+                if not np.all(np.isfinite(gamma) & (gamma > 0)):
+                    raise ValueError(f"step must be finite numbers > 0, got {step}")
+            q["step"] = _q(gamma, "exact", "1/(2L) of each run, the paper's best step" if step is None else "given")
             q["step_max"] = _q(1 / L, "upper bound" if certified_L else "estimate", "Theorem III.1 needs step < 1/L")
             gl = gamma * L
             with np.errstate(divide="ignore", invalid="ignore"):

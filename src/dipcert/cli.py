@@ -183,6 +183,8 @@ def solve(ctx: click.Context, config_file: str | None, **options) -> None:
 
 
 def _report_solve(outcome, paths) -> None:
+    from .methods import value_text
+
     m = outcome.metrics
     for note in outcome.notes:
         click.echo(f"note: {note}", err=True)
@@ -216,7 +218,7 @@ def _report_solve(outcome, paths) -> None:
             advice = "Try other --rtol/--atol or another --ode-solver."
         else:
             why = sorted({reason for reason in result.config.get("divergence", []) if reason})
-            reason = "training diverged" + (f" (step {outcome.step:.3g})" if outcome.step is not None else "")
+            reason = "training diverged" + (f" (step {value_text(outcome.step)})" if outcome.step is not None else "")
             reason += (": " + "; ".join(why)) if why else ""
             advice = "Try a smaller --step."
         click.echo(f"error: {reason}; the history up to that point is in {paths['history']}. {advice}", err=True)
@@ -386,7 +388,7 @@ def sweep(ctx: click.Context, file: str | None, **options) -> None:
         click.echo(f"  {cells[0].key}: {seconds:.1f} s", err=True)
 
     try:
-        plan = Sweep.load(file)
+        plan = Sweep.load(file, settings["scale"])
         configs = plan.check()  # before a cluster starts
         with open_executor(settings["cluster"], settings["scheduler"]) as executor:
             click.echo(f"{plan.name}: {len(plan.cells())} cell(s) x {plan.trials} trial(s), {executor.description}",

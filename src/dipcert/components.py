@@ -300,8 +300,10 @@ COMPARE = Section("compare", "what compare runs", {"compare": Component(
 
 SWEEP_OUT = Option("out", str, "sweep-out", "Output folder.")
 SWEEP_LIST = Option("list", bool, False, "List the outputs a sweep file can record.")
+SWEEP_SCALE = Option("scale", str, None, "Apply the file's [scales.NAME] (e.g. quick) over its tables.",
+                     allowed_text="a NAME of the file's [scales.NAME] tables", default_text="the file as written")
 SWEEP = Section("sweep", "how sweep runs", {"sweep": Component(
-    "sweep", "", (SWEEP_OUT, replace(FRESH, section=""), replace(CLUSTER, section=""), replace(SCHEDULER, section=""),
-                  SWEEP_LIST))})
+    "sweep", "", (SWEEP_OUT, SWEEP_SCALE, replace(FRESH, section=""), replace(CLUSTER, section=""),
+                  replace(SCHEDULER, section=""), SWEEP_LIST))})
 
 ALL_SECTIONS: tuple[Section, ...] = (*RUN_SECTIONS, OUTPUT, REPORT, REPRODUCE, COMPARE, SWEEP)

@@ -5,7 +5,8 @@ Gauss–Newton spectrum of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ: its smallest non-zero 
 L (:func:`dipcert.steps.gauss_newton_extremes`, exact; :func:`~dipcert.steps.gauss_newton_sqnorm`,
 a power-iteration estimate of L, for the steps of gd, heavy ball and Nesterov):
 
-- gradient descent, heavy ball, Nesterov: γ = 1/L;
+- gradient descent, heavy ball, Nesterov: γ = 1/L, one step per run from that run's own θ_0 (so a
+  run's trajectory does not depend on the other runs of its batch);
 - C1 / C2: h = ½ h_stab(L), half the largest linearly stable step (see :mod:`dipcert.optim.inertial`);
 - viscous damping α = 2√μ: critical damping of the slowest mode of the linearized dynamics
   ë + (α + βλ) ė + λ e = 0 (theory.md §4.1);
@@ -14,6 +15,9 @@ a power-iteration estimate of L, for the steps of gd, heavy ball and Nesterov):
   β√L ∈ {0.5, 1, 2, 4} on the Fig. 1 problem (docs/inertia.md). With α ≈ 0, β = 2/√L would give
   the largest stable step, but with α = 2√μ not small against √L it gives a smaller one;
 - Adam: learning rate 1e-2, the usual DIP setting.
+
+The inertial schemes take one α, β and h for the whole batch (the smallest μ and the largest L over
+its runs): their runs, unlike gd's, depend on the batch they are trained in.
 
 :func:`polyak_heavy_ball` and :func:`nesterov_momentum` are the textbook tunings for a quadratic
 with spectrum [μ, L], used by the inertia experiment beside the ``auto`` rules.
@@ -40,12 +44,13 @@ ADAM_LEARNING_RATE = 1e-2
 
 
 class Spectrum:
-    """μ and L of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ over the runs of a batch (smallest μ, largest L),
-    computed once, on first use."""
+    """μ and L of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ: over the runs of a batch (smallest μ, largest L), or per
+    run (the power estimate of L), computed once, on first use."""
 
     def __init__(self, problem: Problem, network: Network) -> None:
         self.problem, self.network = problem, network
         self._extremes: tuple[float, float] | None = None
+        self._power_L: torch.Tensor | None = None
 
     @property
     def extremes(self) -> tuple[float, float]:
@@ -54,9 +59,12 @@ class Spectrum:
             self._extremes = float(mu.min()), float(L.max())
         return self._extremes
 
-    def power_L(self) -> float:
-        """L by power iteration (a lower estimate, cheaper than the eigensolver)."""
-        return float(gauss_newton_sqnorm(self.problem, self.network).max())
+    def power_L(self) -> torch.Tensor:
+        """L of each run by power iteration (a lower estimate, cheaper than the eigensolver), shape
+        (batch,)."""
+        if self._power_L is None:
+            self._power_L = gauss_newton_sqnorm(self.problem, self.network)
+        return self._power_L
 
 
 def critical_damping(mu: float) -> float:
@@ -87,6 +95,20 @@ def nesterov_momentum(mu: float, L: float) -> tuple[float, float]:
     return 1 / L, (1 - sq) / (1 + sq)
 
 
+def per_run_value(values) -> float | list[float]:
+    """A hyperparameter as the methods and the metrics take it: one number for a single run, else
+    one number per run."""
+    flat = [float(v) for v in torch.as_tensor(values, dtype=torch.float64).flatten()]
+    return flat[0] if len(flat) == 1 else flat
+
+
+def value_text(value: float | list[float]) -> str:
+    """A hyperparameter for a message: the number, or the range of the per-run numbers."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return f"{min(value):.3g}" if min(value) == max(value) else f"{min(value):.3g} to {max(value):.3g} (per run)"
+
+
 @dataclass(frozen=True)
 class Rule:
     """An ``auto`` rule: the value from the spectrum and the values chosen so far, and its text."""
@@ -95,8 +117,8 @@ class Rule:
     text: str
 
 
-GD_STEP_RULE = Rule(lambda s, _: 1 / s.power_L(),
-                    "auto: 1/||A J_g(theta_0)||^2 (power-iteration estimate, not a certificate)")
+GD_STEP_RULE = Rule(lambda s, _: per_run_value(1 / s.power_L()),
+                    "auto: 1/||A J_g(theta_0)||^2 per run (power-iteration estimate, not a certificate)")
 RULES: dict[str, dict[str, Rule]] = {  # method → option → its auto rule
     "gd": {"step": GD_STEP_RULE},
     "heavy-ball": {"step": GD_STEP_RULE},
@@ -166,7 +188,7 @@ class Chosen:
         return value
 
 
-def build_method(settings: dict, problem: Problem, network: Network, step: float | None = None,
+def build_method(settings: dict, problem: Problem, network: Network, step: float | list[float] | None = None,
                  spectrum: Spectrum | None = None) -> tuple[Method, dict]:
     """The method of the ``method`` section values ``settings`` (``settings["method"]`` its name,
     the other keys its options) for ``problem`` and ``network``, and the hyperparameters it got
@@ -187,7 +209,7 @@ def build_method(settings: dict, problem: Problem, network: Network, step: float
         method = GradientFlow(**solver) if name == "gradient-flow" else InertialFlow(alpha, beta, **solver)
         return method, chosen.values
     if step is not None:
-        chosen.values["step"] = {"value": step, "rule": "certified: 1/(2L), L an upper bound on B(theta_0, R)"}
+        chosen.values["step"] = {"value": step, "rule": "certified: 1/(2L) per run, L an upper bound on B(theta_0, R)"}
     else:
         step = chosen.pick("step", settings["step"], rules.get("step"), spectrum)
     if name == "gd":

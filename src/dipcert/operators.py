@@ -118,6 +118,11 @@ def _generator(generator: torch.Generator | int | None = None, seed: int | None 
     return generator
 
 
+def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    """Do shapes ``a`` and ``b`` broadcast together (torch's rule, without its per-call cost)?"""
+    return a == b or all(p == q or p == 1 or q == 1 for p, q in zip(reversed(a), reversed(b)))
+
+
 def _fmt(shape: Sequence[int]) -> str:
     return "(..., " + ", ".join(map(str, shape)) + ")"
 
@@ -191,10 +196,7 @@ class LinearOperator(abc.ABC):
         k = len(shape)
         ok = x.ndim >= k and tuple(x.shape[x.ndim - k :]) == shape
         if ok and self.batch_shape:
-            try:
-                torch.broadcast_shapes(x.shape[: x.ndim - k], self.batch_shape)
-            except RuntimeError:
-                ok = False
+            ok = _broadcastable(tuple(x.shape[: x.ndim - k]), self.batch_shape)
         if not ok:
             raise OperatorError(
                 f"{who} expects input of shape {_fmt(self.batch_shape + shape)}, got {tuple(x.shape)}"

@@ -22,7 +22,7 @@ from .certify import Certificate, NoCertificate, certify, check_domain
 from .config import ConfigError, RunConfig
 from .images import check_image_size, load_image, psnr, save_png, ssim
 from .losses import KLLoss, Loss, LogisticLoss, MSELoss
-from .methods import build_method
+from .methods import build_method, per_run_value
 from .generators import GENERATORS
 from .networks import MLP, Network, TwoLayerDIP
 from .noise_level import NoiseLevel, estimate_noise_level, given_noise_level
@@ -45,7 +45,7 @@ class SolveOutcome:
     network: Network
     loss: Loss
     result: TrainResult
-    step: float | None  # None for the ODE methods
+    step: float | list[float] | None  # one per run when the runs have their own; None for the ODE methods
     hyperparameters: dict  # name → {"value", "rule"}: what the method got and how it was chosen
     truth_image: np.ndarray | None = None
     certificate: Certificate | None = None
@@ -160,7 +160,7 @@ def choose_method(config: RunConfig, problem: Problem, network: Network, loss: L
     certificate, step, no_certificate = None, None, None
     if method.values.get("step") == "certified":
         certificate = certify(problem, network, **options)
-        step = float(certificate["step"].value[0])
+        step = per_run_value(certificate["step"].value)
     built, chosen = build_method(dict(method.values, method=method.name), problem, network, step)
     if (cert.certify or stop_certified) and certificate is None:
         dynamics = "gd" if method.name == "gd" else "flow" if method.name == "gradient-flow" else "a-posteriori"
@@ -311,6 +311,8 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
             "gradient_evaluations": int(result.history.evaluations[-1, b]),
             "final_loss": float(result.final_loss[b]),
         }
+        if outcome.step is not None:
+            run["step"] = outcome.step if isinstance(outcome.step, float) else outcome.step[b]
         if result.history.time is not None:
             run["time"] = float(result.history.time[-1, b])
         if problem.x_true is not None:
@@ -448,7 +450,8 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
         width = f"MLP widths {','.join(map(str, c.network.widths))}"
     else:
         width = f"{c.network.name}, {outcome.network.parameter_count:,} parameters"
-    step = f", step {outcome.step:.3g}" if outcome.step is not None else ""
+    first = outcome.step if isinstance(outcome.step, float) else outcome.step and outcome.step[0]
+    step = f", step {first:.3g}" if first is not None else ""
     status = m["status"]
     reason = outcome.result.config.get("divergence", [None])[0]
     status += f" ({reason})" if status == "diverged" and reason else ""

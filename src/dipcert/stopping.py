@@ -66,6 +66,7 @@ class StopRule:
     name = ""
     needs_truth = False  # the rule reads ‖x − x̄‖ (refused when x̄ is unknown)
     returns_last = False  # the kept iterate is the last candidate (no copies needed)
+    never_stops = False  # neither stops nor keeps anything: the tracker only records the oracle
     last_unless_stopped = False  # a run the rule did not stop returns its last candidate
 
     def start(self, batch: int) -> None:
@@ -85,6 +86,7 @@ class StopRule:
 class NoStop(StopRule):
     name = "none"
     returns_last = True
+    never_stops = True
 
     def decide(self, obs: Observation) -> Decision:
         none = torch.zeros_like(obs.residual, dtype=torch.bool)
@@ -393,6 +395,8 @@ class StopTracker:
             better = e < self.oracle_error[positions]
             self.oracle_error[positions[better]] = e[better]
             self.oracle_tau[positions[better]] = tau
+        if self.rule.never_stops:
+            return stop_now
         if self.kept is None and not self.rule.returns_last:
             self.kept = cx.new_zeros((self.batch, cx.shape[-1]))
         deciding = ~self.fired[index_rows.cpu()].to(x.device)

@@ -1,6 +1,9 @@
 """Reproductions of the paper's figures, run by :func:`reproduce`.
 
-A module provides a ``Config`` dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``,
+A figure is either a sweep file shipped in ``sweeps/`` (fig1, fig2: its module provides
+``load(scale)``, the :class:`~.sweep.Sweep`; ``plot(sweep, rows, path)``, which draws the figure
+from the sweep's table and returns its summary; and ``run_group``/``group_of``, which run groups of
+its cells in one batch), or a module with a ``Config`` dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``,
 ``group_of(cell)``, ``run_group(config, cells)``, ``summary(config, rows)`` and
 ``manifest(config)``; an :class:`Experiment` adds which cells it needs and how to plot them.
 Plotting only reads recorded results. Experiments of one module share their finished cells (fig3b
@@ -19,6 +22,7 @@ from ..components import SCALE
 from . import fig1, fig2, images, inertia
 from .engine import Cell, ResultStore, run_grid
 from .executors import DaskExecutor, InProcess
+from .sweep import run_sweep
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ def reproduce(
         raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
     experiment = EXPERIMENTS[name]
     module = experiment.module
+    if hasattr(module, "load"):  # a sweep file
+        sweep = module.load(scale)
+        paths = run_sweep(sweep, out_dir, fresh=fresh, executor=executor, on_group=on_group, on_notice=on_notice,
+                          figure=partial(experiment.plot, sweep), runner=(module.run_group, module.group_of))
+        return {key: paths[key] for key in ("table", "manifest", "figure")}
     config = module.Config.at_scale(scale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,19 @@
 """Fig. 1 of the paper: the width needed for condition (4), against the width needed to converge.
 
-n = 5, A and x̄ with iid N(0, 1) entries, two-layer net (9) with sigmoid, MSE, hidden layer W
-trained. Panel (a): the empirical probability that condition (4) holds, for each Lipschitz form,
-over a k grid extended beyond the training grid; panel (b): the probability that
-L_y(y_τ) ≤ 1e-14 within 1e5 gradient-descent iterations.
-
-Our choices where the paper is silent (recorded in the manifest): V_0 Rademacher, d = 32 (the
-W-only dynamics do not depend on d), one step per trial γ = 1/‖A J_g(θ_0)‖² (half the stability
-limit of the linearized model), and a trial stops once its loss is ≤ 1e-14 (gradient descent with
-such a step keeps decreasing it, so this equals "L_y(y_{1e5}) ≤ 1e-14" up to rare oscillations).
+The experiment is the sweep file ``sweeps/fig1.toml`` (its comments give the setting and our
+choices where the paper is silent); ``dipcert reproduce fig1`` runs it on the sweep engine, and this
+module draws the figure and its summary from the sweep's table. It also runs the file's groups
+faster than cell by cell: every m of one width trains as one batch (:func:`run_group`), which gives
+the rows of the sweep's own runner (``tests/test_experiments.py`` checks it). Panel (a): the empirical
+probability that condition (4) holds, for each Lipschitz form, over a k grid extended beyond the
+training grid; panel (b): the probability that L_y(y_τ) ≤ 1e-14 within 1e5 gradient-descent
+iterations.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,137 +26,108 @@ from ..problems import Problem, gaussian_problem
 from ..report import save_figure
 from ..seeding import derive_seed
 from ..steps import auto_steps
-from .engine import Cell, CellResult, Row, settings_and_choices
+from .engine import Cell, CellResult, Row
+from .sweep import FORM_OUTPUTS, Sweep
+from .sweep import run_group as run_cells
 
 TITLE = "Fig. 1: width for condition (4) vs width for convergence (n = 5, sigmoid, W trained)"
+SWEEP_FILE = Path(__file__).parent / "sweeps" / "fig1.toml"
+FORM_COLUMNS = {form: name for name, form in FORM_OUTPUTS.items()}
 
 
-@dataclass(frozen=True)
-class Config:
-    n: int = 5
-    ms: tuple[int, ...] = tuple(range(1, 11))
-    log10_ks: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
-    certify_log10_ks: tuple[float, ...] = (4.5, 5.0)
-    trials: int = 50
-    iters: int = 100_000
-    loss_tol: float = 1e-14
-    seed: int = 0
-    activation: str = "sigmoid"
-    v_law: str = "rademacher"
-    d: int = 32
-    max_batch_entries: int = 20_000_000  # V_0 entries held at once (memory bound)
-
-    @classmethod
-    def at_scale(cls, scale: str) -> "Config":
-        if scale == "paper":
-            return cls()
-        return cls(ms=(1, 2, 3, 5, 8), log10_ks=(1.0, 2.0, 3.0), certify_log10_ks=(4.0,), trials=8, iters=4000,
-                   loss_tol=1e-10)
+def load(scale: str) -> Sweep:
+    """The Fig. 1 sweep at ``scale`` ("paper": the file as written; "quick": its [scales.quick])."""
+    return Sweep.load(SWEEP_FILE, None if scale == "paper" else scale)
 
 
-def width(log10_k: float) -> int:
-    return int(round(10**log10_k))
-
-
-def cells(config: Config) -> list[Cell]:
-    grid = [Cell.of(m=m, log10_k=e, trained=True) for e in config.log10_ks for m in config.ms]
-    return grid + [Cell.of(m=m, log10_k=e, trained=False) for e in config.certify_log10_ks for m in config.ms]
+#: V_0 entries (all m, all trials) from which a group runs cell by cell instead (memory bound)
+MAX_PADDED_ENTRIES = 25_000_000
+#: what :func:`run_group` can record (the sweep file's outputs)
+RECORDS = {"converged", "final_loss", "iterations", "status", "step", *FORM_OUTPUTS}
 
 
 def group_of(cell: Cell) -> tuple:
-    """All m for one k run as one batch (A is zero-padded to the largest m; zero rows change
-    neither the loss nor its gradient)."""
-    return (cell["log10_k"], cell["trained"])
+    """Every m of one width and iteration budget runs as one batch."""
+    return (cell["training.iters"], cell["network.width"])
 
 
-def cost(cell: Cell) -> float:
-    """Relative cost of a cell, to start the costliest groups first."""
-    return width(cell["log10_k"]) * (1.0 if cell["trained"] else 0.01)
-
-
-def _padded_problem(config: Config, ms: list[int], seeds: list[int]) -> Problem:
-    parts = [gaussian_problem(config.n, m, seeds) for m in ms]
+def _padded_problem(n: int, ms: list[int], seeds: list[int]) -> Problem:
+    """The problems of every m, A and y zero-padded to the largest m: zero rows change neither the
+    loss nor its gradient."""
+    parts = [gaussian_problem(n, m, seeds) for m in ms]
     m_max = max(ms)
-    A = torch.zeros(len(ms) * len(seeds), m_max, config.n, dtype=torch.float64)
+    A = torch.zeros(len(ms) * len(seeds), m_max, n, dtype=torch.float64)
     y = torch.zeros(len(ms) * len(seeds), m_max, dtype=torch.float64)
     for i, (m, part) in enumerate(zip(ms, parts)):
         rows = slice(i * len(seeds), (i + 1) * len(seeds))
         A[rows, :m] = part.operator.matrix
         y[rows, :m] = part.y
-    x_true = torch.cat([part.x_true for part in parts])
-    return Problem(Matrix(A), y, x_true, torch.zeros_like(y))
+    return Problem(Matrix(A), y, torch.cat([part.x_true for part in parts]), torch.zeros_like(y))
 
 
-def _network(config: Config, k: int, seeds: list[int]) -> TwoLayerDIP:
-    return TwoLayerDIP(config.n, k, d=config.d, activation=config.activation, v_law=config.v_law,
-                       seeds=[derive_seed(s, "network") for s in seeds])
-
-
-def _certify_rows(config: Config, m: int, k: int, seeds: list[int], network: TwoLayerDIP | None = None) -> list[Row]:
-    """Condition (4) under each Lipschitz form, per trial; ``network`` (the trials' networks, in
-    ``seeds`` order) is drawn here when not given, in memory-bounded chunks."""
-    rows: list[Row] = []
-    chunk = len(seeds) if network is not None else max(1, config.max_batch_entries // (config.n * k))
-    for start in range(0, len(seeds), chunk):
-        part = seeds[start : start + chunk]
-        net = network if network is not None else _network(config, k, part)
-        certs = certify_forms(gaussian_problem(config.n, m, part), net, LIPSCHITZ_FORMS, hessian_iters=0)
-        for b in range(len(part)):
-            rows.append({f"condition_4_{form.replace('-', '_')}": bool(c.holds[b]) for form, c in zip(LIPSCHITZ_FORMS, certs)})
-    return rows
-
-
-def run_group(config: Config, group: list[Cell]) -> dict[str, CellResult]:
-    """Certify every trial of every cell; train the trained cells' trials as one batch."""
-    k = width(group[0]["log10_k"])
-    seeds = [config.seed + t for t in range(config.trials)]
-    ms = [cell["m"] for cell in group]
+def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
+    """The rows :func:`~.sweep.run_group` gives for ``group`` (one width, every m), with every m's
+    trials trained as one batch; a group too large for that runs cell by cell."""
+    cells = sweep.cells()
+    config = sweep.run_config(group[0], cells.index(group[0]))
+    n, k, seeds = config.problem.n, config.network.width, config.seeds
+    if len(group) * len(seeds) * n * k > MAX_PADDED_ENTRIES:
+        return run_cells(sweep, group)
+    if not set(sweep.record) <= RECORDS or config.stopping.name != "none" or config.method.name != "gd":
+        raise ValueError(f"fig1.run_group runs gd without a stopping rule and records {sorted(RECORDS)} only")
     start = time.perf_counter()
-    train_rows: dict[str, list[Row]] = {}
-    if not group[0]["trained"]:
-        cert_rows = {cell.key: _certify_rows(config, cell["m"], k, seeds) for cell in group}
-    else:
-        network = _network(config, k, seeds * len(ms))  # trial t of every m: the same seed
-        runs = lambda i: torch.arange(i * len(seeds), (i + 1) * len(seeds))
-        cert_rows = {cell.key: _certify_rows(config, cell["m"], k, seeds, network.select(runs(i)))
-                     for i, cell in enumerate(group)}
-        problem = _padded_problem(config, ms, seeds)
-        steps = auto_steps(problem, network)
-        result = train(problem, network, GradientDescent(steps), max_iters=config.iters, loss_tol=config.loss_tol,
-                       record_every=config.iters)
-        for i, cell in enumerate(group):
-            rows = []
-            for t in range(len(seeds)):
-                b = i * len(seeds) + t
-                rows.append({"converged": result.status[b] == "converged", "final_loss": float(result.final_loss[b]),
-                             "iterations": int(result.iterations[b]), "status": result.status[b],
-                             "step": float(steps[b])})
-            train_rows[cell.key] = rows
-    per_trial = (time.perf_counter() - start) / (len(group) * len(seeds))
+    ms = [sweep.run_config(cell, cells.index(cell)).operator.m for cell in group]
+    net = config.network
+    network = TwoLayerDIP(n, k, d=net.d, activation=net.activation, v_law=net.v_law, train=net.train,
+                          seeds=[derive_seed(s, "network") for s in seeds] * len(ms))  # trial t of every m: one seed
+    problem = _padded_problem(n, ms, seeds)
+    steps = auto_steps(problem, network)
+    training = config.training
+    result = train(problem, network, GradientDescent(steps), max_iters=training.iters, loss_tol=training.loss_tol,
+                   record_every=training.record_every, stall_patience=training.stall_patience)
     out = {}
-    for cell in group:
+    for i, (cell, m) in enumerate(zip(group, ms)):
+        runs = torch.arange(i * len(seeds), (i + 1) * len(seeds))
+        certificates = certify_forms(gaussian_problem(n, m, seeds), network.select(runs), LIPSCHITZ_FORMS,
+                                     hessian_iters=0)
         rows = []
-        for t, seed in enumerate(seeds):
-            row: Row = {"m": cell["m"], "k": k, "log10_k": cell["log10_k"], "trained": cell["trained"],
-                        "trial": t, "seed": seed, **cert_rows[cell.key][t]}
-            row.update(train_rows[cell.key][t] if cell["trained"] else
-                       {"converged": "", "final_loss": math.nan, "iterations": 0, "status": "not trained", "step": math.nan})
-            row["seconds"] = per_trial
-            rows.append(row)
+        for t, b in enumerate(runs.tolist()):
+            values = {"converged": result.status[b] == "converged", "final_loss": float(result.final_loss[b]),
+                      "iterations": int(result.iterations[b]), "status": result.status[b], "step": float(steps[b]),
+                      **{name: bool(c.holds[t]) for name, c in zip(FORM_OUTPUTS, certificates)}}
+            rows.append({**dict(cell.coords), "trial": t, "seed": seeds[t], **{r: values[r] for r in sweep.record}})
         out[cell.key] = CellResult(rows)
+    per_trial = (time.perf_counter() - start) / (len(group) * len(seeds))
+    for result_rows in out.values():
+        for row in result_rows.rows:
+            row["seconds"] = per_trial
     return out
 
 
-def summary(config: Config, rows: list[Row]) -> dict:
+def log10_width(width: int) -> float:
+    """The half-decade grid point of a width (widths are 10^e rounded to integers)."""
+    return round(2 * math.log10(width)) / 2
+
+
+def trained_iterations(sweep: Sweep) -> int:
+    """The iteration budget of the trained block (the certificate-only block runs one iteration)."""
+    return max(dict(sweep.axes)["training.iters"])
+
+
+def summary(sweep: Sweep, rows: list[Row]) -> dict:
     """Probabilities per (m, k), and for each m the smallest k where each reaches 1/2."""
+    iters = trained_iterations(sweep)
+    ms = sorted({r["operator.m"] for r in rows})
+
     def prob(m, e, column):
-        values = [r[column] for r in rows if r["m"] == m and r["log10_k"] == e and r[column] != ""]
+        values = [r[column] for r in rows if r["operator.m"] == m and log10_width(r["network.width"]) == e
+                  and (column != "converged" or r["training.iters"] == iters)]
         return float(np.mean(values)) if values else math.nan
 
-    all_ks = sorted({r["log10_k"] for r in rows})
-    columns = ["converged"] + [f"condition_4_{f.replace('-', '_')}" for f in LIPSCHITZ_FORMS]
-    table = {c: {m: [prob(m, e, c) for e in all_ks] for m in config.ms} for c in columns}
-    first_half = {c: {m: next((e for e, p in zip(all_ks, table[c][m]) if p >= 0.5), None) for m in config.ms}
+    all_ks = sorted({log10_width(r["network.width"]) for r in rows})
+    columns = ["converged"] + [FORM_COLUMNS[f] for f in LIPSCHITZ_FORMS]
+    table = {c: {m: [prob(m, e, c) for e in all_ks] for m in ms} for c in columns}
+    first_half = {c: {m: next((e for e, p in zip(all_ks, table[c][m]) if p >= 0.5), None) for m in ms}
                   for c in columns}
     return {"log10_ks": all_ks, "probability": table, "smallest_log10_k_with_probability_half": first_half}
 
@@ -172,27 +142,30 @@ def _cell_edges(centres) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
-def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
+def plot(sweep: Sweep, rows: list[Row], path) -> dict:
+    """Draw Fig. 1 from the sweep's rows; return :func:`summary`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MultipleLocator
 
-    info = summary(config, rows)
+    info = summary(sweep, rows)
+    iters, loss_tol = trained_iterations(sweep), sweep.base["training"]["loss_tol"]
+    ms = sorted(info["probability"]["converged"])
     ks = info["log10_ks"]
-    trained = [i for i, e in enumerate(ks) if e in config.log10_ks]
-    panels = [(f"condition_4_{f.replace('-', '_')}", f"(a) P[(4) holds]\n{f} Lipschitz bound", list(range(len(ks))))
+    trained_ks = {log10_width(r["network.width"]) for r in rows if r["training.iters"] == iters}
+    trained = [i for i, e in enumerate(ks) if e in trained_ks]
+    panels = [(FORM_COLUMNS[f], f"(a) P[(4) holds]\n{f} Lipschitz bound", list(range(len(ks))))
               for f in LIPSCHITZ_FORMS]
-    panels.append(("converged", f"(b) P[$L_y(y_\\tau) \\leq$ {config.loss_tol:g}]\nwithin {config.iters:g} iterations",
-                   trained))
+    panels.append(("converged", f"(b) P[$L_y(y_\\tau) \\leq$ {loss_tol:g}]\nwithin {iters:g} iterations", trained))
     # every k cell as wide in every panel: panel widths follow their k range
     edges = [_cell_edges([ks[i] for i in columns]) for _, _, columns in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 1.2, 3.6), squeeze=False, sharey=True,
                              layout="constrained", gridspec_kw={"width_ratios": [e[-1] - e[0] for e in edges]})
-    m_edges = np.arange(len(config.ms) + 1) - 0.5
+    m_edges = np.arange(len(ms) + 1) - 0.5
     for ax, (column, title, columns), x_edges in zip(axes[0], panels, edges):
-        grid = np.array([[info["probability"][column][m][i] for i in columns] for m in config.ms])
+        grid = np.array([[info["probability"][column][m][i] for i in columns] for m in ms])
         image = ax.pcolormesh(x_edges, m_edges, np.ma.masked_invalid(grid), vmin=0, vmax=1, cmap="viridis")
         ax.set_xlim(x_edges[0], x_edges[-1])
         ax.xaxis.set_major_locator(MultipleLocator(1))
@@ -201,7 +174,7 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
         ax.tick_params(labelsize=8)
         if column != "converged" and len(trained) < len(ks):
             ax.axvline(x_edges[len(trained)], color="w", lw=1.2, ls=":")
-    axes[0][0].set_yticks(range(len(config.ms)), [str(m) for m in config.ms])
+    axes[0][0].set_yticks(range(len(ms)), [str(m) for m in ms])
     axes[0][0].set_ylabel("m (measurements)", fontsize=9)
     axes[0][-1].tick_params(labelleft=True)  # (b) stands apart from the three (a) panels
     fig.get_layout_engine().set(wspace=0.03)
@@ -209,10 +182,7 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
     bar.set_label("probability", fontsize=9)
     bar.ax.tick_params(labelsize=8)
     note = "(a): white dotted line = right end of the k range of (b); " if len(trained) < len(ks) else ""
-    fig.suptitle(f"{TITLE}\n{note}{config.trials} trials per cell; V0 Rademacher, "
-                 f"step 1/||A J(theta0)||^2 (our choices)", fontsize=9)
+    fig.suptitle(f"{TITLE}\n{note}{sweep.trials} trials per cell; V0 Rademacher, "
+                 f"step 1/||A J(theta0)||^2 per trial (our choices)", fontsize=9)
     save_figure(fig, path, tight=False)
-
-
-def manifest(config: Config) -> dict:
-    return settings_and_choices(config, __doc__)
+    return info

@@ -2,21 +2,19 @@
 companion experiment described in its text: n and m fixed, k varied, the divergence threshold in γ
 does not depend on k.
 
-A trial converges when L_y(y_τ) ≤ 1e-14 within 1e5 gradient-descent iterations (as in Fig. 1).
-
-Our choices where the paper is silent (recorded in the manifest): m = 2 measurements for every n
-(the paper does not give m for Fig. 2), V_0 Rademacher, d = 32, sigmoid, hidden layer W trained;
-the companion experiment (range of k not stated) uses k = 10^2 … 10^4 in half decades. Its
-k = 10^4 point is the n = companion_n, k = width group of the main panel (the same trials, run
-once). k = 10^5 is a configuration option left out of the paper scale for cost (about ten times
-a k = 10^4 group, 5.7 GB).
-Since only W trains, A g(u, θ) = (A V_0) φ(W u)/√k: each trial trains against the m×k matrix A V_0,
-an exact rewriting that makes a trial's cost independent of n.
+The experiment is the sweep file ``sweeps/fig2.toml`` (its comments give the setting and our choices
+where the paper is silent); ``dipcert reproduce fig2`` runs it on the sweep engine, and this module
+draws the figure and its summary from the sweep's table. It also runs the file's groups faster than
+cell by cell (:func:`run_group`): every step of one (n, k) trains as one batch, and since only W
+trains, A g(u, θ) = (A V_0) φ(W u)/√k: each trial trains against the m×k matrix A V_0, an exact
+rewriting (:func:`folded`) that makes a trial's cost independent of n. It gives the rows of the
+sweep's own runner (``tests/test_experiments.py`` checks it).
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,57 +25,23 @@ from ..optim import GradientDescent, train
 from ..problems import Problem, gaussian_problem
 from ..report import save_figure
 from ..seeding import derive_seed
-from .engine import Cell, CellResult, Row, settings_and_choices
+from .engine import Cell, CellResult, Row
+from .sweep import Sweep
 
 TITLE = "Fig. 2: convergence against the step size, for growing n (k = 1e4), and for growing k"
+SWEEP_FILE = Path(__file__).parent / "sweeps" / "fig2.toml"
+#: what :func:`run_group` can record (the sweep file's outputs)
+RECORDS = {"converged", "final_loss", "iterations", "status", "step"}
 
 
-@dataclass(frozen=True)
-class Config:
-    ns: tuple[int, ...] = (5, 10, 20, 40, 80)
-    m: int = 2
-    width: int = 10_000
-    companion_n: int = 5
-    companion_log10_ks: tuple[float, ...] = (2.0, 2.5, 3.0, 3.5, 4.0)
-    log10_steps: tuple[float, ...] = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
-    trials: int = 50
-    iters: int = 100_000
-    loss_tol: float = 1e-14
-    seed: int = 0
-    activation: str = "sigmoid"
-    d: int = 32
-
-    @classmethod
-    def at_scale(cls, scale: str) -> "Config":
-        if scale == "paper":
-            return cls()
-        return cls(ns=(5, 20), width=1000, companion_log10_ks=(2.0, 3.0), log10_steps=(-1.0, 0.0, 1.0, 2.0),
-                   trials=6, iters=3000, loss_tol=1e-10)
-
-
-def cells(config: Config) -> list[Cell]:
-    k0 = round(np.log10(config.width), 6)
-    by_n = [Cell.of(panel="n", n=n, log10_k=k0, log10_step=g) for n in config.ns for g in config.log10_steps]
-    shared = config.companion_n in config.ns  # its k = width point is a group of the main panel
-    by_k = [Cell.of(panel="k", n=config.companion_n, log10_k=e, log10_step=g)
-            for e in config.companion_log10_ks if not (shared and e == k0) for g in config.log10_steps]
-    return by_n + by_k
-
-
-def _companion(config: Config, row: Row) -> bool:
-    """Does ``row`` belong to the companion experiment (n = companion_n, k varied)?"""
-    if row["panel"] == "k":
-        return True
-    return row["n"] == config.companion_n and round(np.log10(row["k"]), 6) in config.companion_log10_ks
+def load(scale: str) -> Sweep:
+    """The Fig. 2 sweep at ``scale`` ("paper": the file as written; "quick": its [scales.quick])."""
+    return Sweep.load(SWEEP_FILE, None if scale == "paper" else scale)
 
 
 def group_of(cell: Cell) -> tuple:
     """Every step size of one (n, k) runs as one batch (one step per trial)."""
-    return (cell["panel"], cell["n"], cell["log10_k"])
-
-
-def cost(cell: Cell) -> float:
-    return 10 ** cell["log10_k"]
+    return (cell["problem.n"], cell["network.width"])
 
 
 def folded(problem: Problem, network: TwoLayerDIP) -> tuple[Problem, TwoLayerDIP]:
@@ -93,57 +57,82 @@ def folded(problem: Problem, network: TwoLayerDIP) -> tuple[Problem, TwoLayerDIP
     return Problem(Matrix(eye), problem.y, None, problem.noise), net
 
 
-def run_group(config: Config, group: list[Cell]) -> dict[str, CellResult]:
-    n, k = group[0]["n"], int(round(10 ** group[0]["log10_k"]))
-    seeds = [config.seed + t for t in range(config.trials)]
+def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
+    """The rows :func:`~.sweep.run_group` gives for ``group`` (one n and k, every step), with every
+    step's trials trained as one folded batch."""
+    cells = sweep.cells()
+    configs = [sweep.run_config(cell, cells.index(cell)) for cell in group]
+    config = configs[0]
+    if not set(sweep.record) <= RECORDS or config.stopping.name != "none" or config.method.name != "gd" \
+            or config.network.train != "W" or any(isinstance(c.method.step, str) for c in configs):
+        raise ValueError(f"fig2.run_group runs gd with given steps, W trained, without a stopping rule, and "
+                         f"records {sorted(RECORDS)} only")
+    n, m, k, seeds, net = config.problem.n, config.operator.m, config.network.width, config.seeds, config.network
     start = time.perf_counter()
-    problem = gaussian_problem(n, config.m, seeds * len(group))
-    network = TwoLayerDIP(n, k, d=config.d, activation=config.activation,
+    problem = gaussian_problem(n, m, seeds * len(group))
+    network = TwoLayerDIP(n, k, d=net.d, activation=net.activation, v_law=net.v_law, train=net.train,
                           seeds=[derive_seed(s, "network") for s in seeds] * len(group))
     problem, network = folded(problem, network)
-    steps = torch.tensor([10 ** cell["log10_step"] for cell in group for _ in seeds], dtype=torch.float64)
-    result = train(problem, network, GradientDescent(steps), max_iters=config.iters, loss_tol=config.loss_tol,
-                   record_every=config.iters)
+    steps = torch.tensor([c.method.step for c in configs for _ in seeds], dtype=torch.float64)
+    training = config.training
+    result = train(problem, network, GradientDescent(steps), max_iters=training.iters, loss_tol=training.loss_tol,
+                   record_every=training.record_every, stall_patience=training.stall_patience)
     per_trial = (time.perf_counter() - start) / len(steps)
     out = {}
     for i, cell in enumerate(group):
         rows: list[Row] = []
         for t, seed in enumerate(seeds):
             b = i * len(seeds) + t
-            rows.append({"panel": cell["panel"], "n": n, "m": config.m, "k": k, "log10_step": cell["log10_step"],
-                         "step": float(steps[b]), "trial": t, "seed": seed,
-                         "converged": result.status[b] == "converged", "final_loss": float(result.final_loss[b]),
-                         "iterations": int(result.iterations[b]), "status": result.status[b], "seconds": per_trial})
+            values = {"converged": result.status[b] == "converged", "final_loss": float(result.final_loss[b]),
+                      "iterations": int(result.iterations[b]), "status": result.status[b], "step": float(steps[b])}
+            rows.append({**dict(cell.coords), "trial": t, "seed": seed, **{r: values[r] for r in sweep.record},
+                         "seconds": per_trial})
         out[cell.key] = CellResult(rows)
     return out
 
 
-def summary(config: Config, rows: list[Row]) -> dict:
-    """P(converged) per (n or k, γ); the largest γ converging with probability ≥ 1/2."""
+def _log10_step(step: float) -> float:
+    return round(2 * math.log10(step)) / 2
+
+
+def _panels(sweep: Sweep) -> tuple[int, int | None]:
+    """(the width of panel (a), the n of panel (b)): the first block's width and the second's n."""
+    first = dict(sweep.blocks[0])
+    second = dict(sweep.blocks[1]) if len(sweep.blocks) > 1 else None
+    return first["network.width"][0], second["problem.n"][0] if second else None
+
+
+def summary(sweep: Sweep, rows: list[Row]) -> dict:
+    """P(converged) per (n or k, γ); the largest γ converging with probability ≥ 1/2. Panel (a): every
+    n at the first block's width; panel (b): every k at the second block's n."""
+    width, companion_n = _panels(sweep)
+    log10_steps = sorted({_log10_step(r["method.step"]) for r in rows})
     out: dict = {}
-    for panel, key in (("n", "n"), ("k", "k")):
+    for key, column, mine in (("n", "problem.n", [r for r in rows if r["network.width"] == width]),
+                              ("k", "network.width", [r for r in rows if r["problem.n"] == companion_n])):
         table = {}
-        mine = [r for r in rows if (r["panel"] == "n" if panel == "n" else _companion(config, r))]
-        for value in sorted({r[key] for r in mine}):
-            probs = {g: float(np.mean([r["converged"] for r in mine if r[key] == value and r["log10_step"] == g]))
-                     for g in config.log10_steps}
+        for value in sorted({r[column] for r in mine}):
+            probs = {g: float(np.mean([r["converged"] for r in mine if r[column] == value
+                                       and _log10_step(r["method.step"]) == g])) for g in log10_steps}
             good = [g for g, p in probs.items() if p >= 0.5]
             table[value] = {"probability": probs, "largest_log10_step_with_probability_half": max(good) if good else None}
         out[f"by_{key}"] = table
     return out
 
 
-def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
+def plot(sweep: Sweep, rows: list[Row], path) -> dict:
+    """Draw Fig. 2 from the sweep's rows; return :func:`summary`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    info = summary(config, rows)
+    info = summary(sweep, rows)
+    width, companion_n = _panels(sweep)
+    m, training = sweep.base["operator"]["m"], sweep.base["training"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), sharey=True, layout="constrained")
     markers = "osD^vP<>X*"
-    panels = (("n", f"(a) growing n: k = {config.width:g}, m = {config.m}"),
-              ("k", f"(b) growing k: n = {config.companion_n}, m = {config.m}"))
+    panels = (("n", f"(a) growing n: k = {width:g}, m = {m}"), ("k", f"(b) growing k: n = {companion_n}, m = {m}"))
     for ax, (key, title) in zip(axes, panels):
         table = info[f"by_{key}"]
         for i, (value, entry) in enumerate(table.items()):
@@ -152,17 +141,14 @@ def plot(config: Config, rows: list[Row], arrays: dict, path) -> None:
             ax.plot(gs, [entry["probability"][g] for g in gs], marker=markers[i % len(markers)],
                     markersize=max(4.0, 11.0 - 2.0 * i), mfc="none", mew=1.6, lw=1.4, zorder=2 + i,
                     label=f"{value:g}")
-        ax.set_xticks(config.log10_steps)
+        ax.set_xticks(sorted({g for entry in table.values() for g in entry["probability"]}))
         ax.set_xlabel("$\\log_{10}$ step $\\gamma$")
         ax.set_ylim(-0.05, 1.05)
         ax.set_title(title, fontsize=10)
         ax.legend(title=key, fontsize=8, title_fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"P[$L_y(y_\\tau) \\leq$ {config.loss_tol:g} within {config.iters:g} it.]", fontsize=9)
-    fig.suptitle(f"Fig. 2: convergence against the step size, for growing n (k = {config.width:g}) and for growing k; "
-                 f"{config.trials} trials per point", fontsize=10)
+    axes[0].set_ylabel(f"P[$L_y(y_\\tau) \\leq$ {training['loss_tol']:g} within {training['iters']:g} it.]", fontsize=9)
+    fig.suptitle(f"Fig. 2: convergence against the step size, for growing n (k = {width:g}) and for growing k; "
+                 f"{sweep.trials} trials per point", fontsize=10)
     save_figure(fig, path)
-
-
-def manifest(config: Config) -> dict:
-    return settings_and_choices(config, __doc__)
+    return info

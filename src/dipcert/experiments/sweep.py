@@ -1,10 +1,11 @@
 """Sweeps: a grid over any option of the run configuration, written once in a TOML file.
 
-A sweep file has four tables::
+A sweep file has these tables::
 
     [sweep]
     name = "width"              # the table is OUT/width.csv, the figure OUT/width.png
-    trials = 8                  # runs per cell, trained as one batch
+    trials = 8                  # runs per cell
+    batch = 8                   # optional: at most this many trials trained at once (default: trials)
     seed = 0                    # the first seed
     seeds = "shared"            # shared: trial t of every cell uses seed + t (common random numbers)
                                 # per-cell: cell c (grid order) uses seed + c*trials + t
@@ -19,6 +20,10 @@ A sweep file has four tables::
     "operator.m" = [1, 2, 3, 5, 8]
     "network.width" = [10, 100, 1000]
 
+    [scales.quick]              # optional: what `--scale quick` changes (tables laid over the file's)
+    sweep = { trials = 2 }
+    grid = { "operator.m" = [1, 3], "network.width" = [10, 100] }
+
     [plot]                      # optional: a statistic of one recorded output over grid axes
     kind = "heatmap"            # heatmap (x by y) or curves (over x, one curve per y)
     x = "network.width"
@@ -26,8 +31,15 @@ A sweep file has four tables::
     value = "converged"
     statistic = "mean"          # over a cell's trials: mean, median, min, max, std
 
+A grid may also be a list of blocks (``[[grid]]`` tables with the same axes): the cells are each
+block's product in turn, e.g. a coarse grid and a finer or cheaper extension of it; no cell may be in
+two blocks.
+
 A cell is one run configuration (``base`` with the cell's grid values, ``run.runs = trials``); it
-runs as ``dipcert solve`` would, and each of its trials is one row. Every cell's configuration is
+runs as ``dipcert solve`` would, in batches of at most ``batch`` trials, and each of its trials is one
+row. A trial's seed does not depend on the batch it is trained in, nor do its step (gd, heavy ball,
+Nesterov: one per run) and certificate, so ``batch`` bounds memory without changing what a trial
+computes (up to the last bits of batched arithmetic). Every cell's configuration is
 built and checked (options, combination, memory) before any work, so a bad value is refused with
 the cell that holds it. Seeds belong to cells, never to the executor that runs them: the same file
 gives the same table in-process, on a local cluster and through a scheduler. Grid axes beyond the
@@ -47,6 +59,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..certify import LIPSCHITZ_FORMS
 from ..config import ConfigError, RunConfig
 from ..report import dumps, save_figure, write_csv
 from .engine import Cell, CellResult, ResultStore, Row, run_grid
@@ -68,7 +81,7 @@ class Output:
 
     help: str
     read: Callable[[dict], Any]
-    needs: str = ""  # "image" (a truth image), "certificate" ([certificate] certify = true)
+    needs: str = ""  # "image" (a truth image), "certificate" ([certificate] certify = true), "forms" (below)
 
 
 def _stop(key: str) -> Callable[[dict], Any]:
@@ -92,7 +105,6 @@ _CERTIFIED = {
     "R": "the radius R of Theorem III.1 (a lower bound)",
     "R_prime": "the radius R' of Theorem III.1 (an upper bound)",
     "L": "the Lipschitz constant of the gradient used by the certificate",
-    "step": "the step size the run used",
     "step_max": "1/L, the largest step the theorem allows (an upper bound)",
     "sigma_min_J0": "sigma_min(J_g(theta_0))",
     "norm_AJ0_sq": "||A J_g(theta_0)||^2 (a lower bound)",
@@ -106,6 +118,8 @@ OUTPUTS: dict[str, Output] = {
     "iterations": Output("iterations run", lambda run: run["iterations"]),
     "gradient_evaluations": Output("gradient evaluations", lambda run: run["gradient_evaluations"]),
     "final_loss": Output("the loss at the last iterate", lambda run: run["final_loss"]),
+    "step": Output("the step the run used (the learning rate for adam; empty for the flows)",
+                   lambda run: run.get("step", "")),
     "error": Output("||x - x_true|| of the returned iterate", lambda run: run["error"]),
     "relative_error": Output("||x - x_true|| / ||x_true||", lambda run: run["relative_error"]),
     "psnr": Output("PSNR (dB) of the returned iterate", lambda run: run["psnr"], "image"),
@@ -118,6 +132,11 @@ OUTPUTS: dict[str, Output] = {
     **{name: Output(f"certificate: {text}; the column {name}_kind says exact, bound or estimate per row",
                     _certificate(name), "certificate") for name, text in _CERTIFIED.items()},
 }
+FORM_OUTPUTS = {f"condition_4_{form.replace('-', '_')}": form for form in LIPSCHITZ_FORMS}
+OUTPUTS.update({name: Output(
+    f"condition (4) at theta_0 with the {form} Lipschitz bound, at that bound's certified step 1/(2L) (Fig. 1 (a); "
+    "the two-layer network and the MSE loss; independent of the run's own step and certificate)",
+    lambda run, form=form: run["forms"][form], "forms") for name, form in FORM_OUTPUTS.items()})
 DEFAULT_RECORD = ("status", "converged", "iterations", "final_loss", "error")
 
 
@@ -137,15 +156,16 @@ class Sweep:
 
     name: str
     base: dict[str, dict[str, Any]]
-    axes: tuple[tuple[str, tuple], ...]
+    blocks: tuple[tuple[tuple[str, tuple], ...], ...]  # each block: its axes (the same in every block)
     trials: int
+    batch: int
     seed: int
     seeds: str
     record: tuple[str, ...]
     plot: PlotSpec | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> "Sweep":
+    def load(cls, path: str | Path, scale: str | None = None) -> "Sweep":
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -153,19 +173,24 @@ class Sweep:
             raise ConfigError(f"cannot read sweep file {path}: {exc.__class__.__name__}: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"cannot parse sweep file {path}: {exc}") from None
-        return cls.from_dict(data, default_name=path.stem)
+        return cls.from_dict(data, default_name=path.stem, scale=scale)
 
     @classmethod
-    def from_dict(cls, data: dict, default_name: str = "sweep") -> "Sweep":
-        _only(data, {"sweep", "base", "grid", "plot"}, "the sweep file")
+    def from_dict(cls, data: dict, default_name: str = "sweep", scale: str | None = None) -> "Sweep":
+        _only(data, {"sweep", "base", "grid", "plot", "scales"}, "the sweep file")
+        data = _at_scale(data, scale)
         head = data.get("sweep", {})
-        _only(head, {"name", "trials", "seed", "seeds", "record"}, "[sweep]")
+        _only(head, {"name", "trials", "batch", "seed", "seeds", "record"}, "[sweep]")
         name = head.get("name", default_name)
         if not isinstance(name, str) or not name or any(c in name for c in "/\\") or name.startswith("."):
             raise ConfigError(f"[sweep] name must be a file name (no / or \\), got {name!r}")
         trials, seed = head.get("trials", 1), head.get("seed", 0)
         if not _integer(trials) or not 1 <= trials <= 1 << 20:
             raise ConfigError(f"[sweep] trials must be an integer from 1 to {1 << 20}, got {trials!r}")
+        batch = head.get("batch", trials)
+        if not _integer(batch) or not 1 <= batch <= trials:
+            raise ConfigError(f"[sweep] batch (trials trained at once) must be an integer from 1 to trials = {trials}, "
+                              f"got {batch!r}")
         if not _integer(seed) or not 0 <= seed <= 2**62:
             raise ConfigError(f"[sweep] seed must be an integer from 0 to 2^62, got {seed!r}")
         seeds = head.get("seeds", "shared")
@@ -181,46 +206,55 @@ class Sweep:
         if not isinstance(base, dict) or not all(isinstance(v, dict) for v in base.values()):
             raise ConfigError("[base] must hold sections of a run configuration ([base.operator], ...)")
         grid = data.get("grid", {})
-        if not isinstance(grid, dict) or not grid:
-            raise ConfigError("[grid] is empty: a sweep needs at least one axis (\"section.option\" = [values]); "
-                              "for one configuration, use dipcert solve --runs")
-        axes = []
-        for key, values in grid.items():
-            if key.count(".") != 1:
-                raise ConfigError(f"[grid] keys are section.option (e.g. \"network.width\"), got {key!r}")
-            if key in _SEEDED:
-                raise ConfigError(f"[grid] {key}: seeds and trials belong to [sweep] (seed, seeds, trials)")
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"[grid] {key} must be a non-empty list of values")
-            if len({dumps(v) for v in values}) != len(values):
-                raise ConfigError(f"[grid] {key} lists a value twice")
-            axes.append((key, tuple(values)))
+        blocks = tuple(_axes(block) for block in (grid if isinstance(grid, list) else [grid]))
+        if any([key for key, _ in block] != [key for key, _ in blocks[0]] for block in blocks):
+            raise ConfigError("[[grid]] blocks must list the same axes, in the same order: "
+                              + "; ".join(", ".join(key for key, _ in block) for block in blocks))
         for section, options in base.items():
             for option in options:
                 if f"{section}.{option}" in _SEEDED:
                     raise ConfigError(f"[base.{section}] {option}: seeds and trials belong to [sweep] (seed, seeds, "
                                       "trials)")
-        sweep = cls(name, base, tuple(axes), trials, seed, seeds, tuple(record),
-                    _plot(data.get("plot"), [key for key, _ in axes], record))
+        sweep = cls(name, base, blocks, trials, batch, seed, seeds, tuple(record),
+                    _plot(data.get("plot"), [key for key, _ in blocks[0]], record))
+        keys = [cell.key for cell in sweep.cells()]
+        if len(set(keys)) != len(keys):
+            twice = next(key for key in keys if keys.count(key) > 1)
+            raise ConfigError(f"[[grid]] blocks overlap: the cell {twice} is in two of them")
         check_panels(sweep)
         return sweep
 
+    @property
+    def axes(self) -> tuple[tuple[str, tuple], ...]:
+        """Each axis with its values over every block, in order of first appearance."""
+        names = [key for key, _ in self.blocks[0]]
+        values: dict[str, dict[str, Any]] = {key: {} for key in names}
+        for block in self.blocks:
+            for key, axis in block:
+                values[key].update({dumps(v): v for v in axis if dumps(v) not in values[key]})
+        return tuple((key, tuple(values[key].values())) for key in names)
+
     def cells(self) -> list[Cell]:
-        names = [key for key, _ in self.axes]
-        return [Cell.of(**dict(zip(names, combination)))
-                for combination in itertools.product(*(values for _, values in self.axes))]
+        """The cells of every block, block by block, each block the product of its axes."""
+        return [Cell.of(**{key: value for (key, _), value in zip(block, combination)})
+                for block in self.blocks for combination in itertools.product(*(values for _, values in block))]
 
     def first_seed(self, index: int) -> int:
         """The seed of trial 0 of cell ``index`` (grid order)."""
         return self.seed + (index * self.trials if self.seeds == "per-cell" else 0)
 
-    def run_config(self, cell: Cell, index: int) -> RunConfig:
+    def run_config(self, cell: Cell, index: int, first: int = 0, runs: int | None = None) -> RunConfig:
+        """The configuration of trials ``first`` to ``first + runs`` (default: all) of cell ``index``."""
         nested = {section: dict(values) for section, values in self.base.items()}
         for key, value in cell.coords:
             section, option = key.split(".")
             nested.setdefault(section, {})[option] = value
-        nested.setdefault("run", {}).update(seed=self.first_seed(index), runs=self.trials)
+        nested.setdefault("run", {}).update(seed=self.first_seed(index) + first, runs=runs or self.trials)
         return RunConfig.build(nested)
+
+    def batches(self) -> list[tuple[int, int]]:
+        """(first trial, trials) of each batch of a cell."""
+        return [(first, min(self.batch, self.trials - first)) for first in range(0, self.trials, self.batch)]
 
     def check(self) -> list[RunConfig]:
         """Every cell's configuration, built and checked (options, combination, memory) before any
@@ -231,7 +265,7 @@ class Sweep:
         for index, cell in enumerate(self.cells()):
             try:
                 config = self.run_config(cell, index)
-                check_before_work(config)
+                check_before_work(self.run_config(cell, index, *self.batches()[0]))  # the largest batch
             except ValueError as exc:
                 raise ConfigError(f"cell {_label(cell)}: {exc}") from None
             for name in self.record:
@@ -242,13 +276,68 @@ class Sweep:
                 if needs == "certificate" and not config.certificate.certify:
                     raise ConfigError(f"[sweep] record: {name} is a certificate quantity: set [base.certificate] "
                                       "certify = true")
+                if needs == "forms" and (config.network.name != "two-layer" or config.loss.name != "mse"):
+                    raise ConfigError(f"[sweep] record: {name} needs the two-layer network and the MSE loss; cell "
+                                      f"{_label(cell)} has {config.network.name} and {config.loss.name}")
             configs.append(config)
         return configs
 
     def stamp(self) -> dict:
-        """What the results depend on (the plot does not): the stamp of the result store."""
-        return {"name": self.name, "base": self.base, "grid": {key: list(values) for key, values in self.axes},
-                "trials": self.trials, "seed": self.seed, "seeds": self.seeds, "record": list(self.record)}
+        """What the results depend on (the plot does not): the stamp of the result store. A batch
+        smaller than the trials changes the last bits of batched arithmetic, so it is stamped too."""
+        grids = [{key: list(values) for key, values in block} for block in self.blocks]
+        stamp = {"name": self.name, "base": self.base, "grid": grids[0] if len(grids) == 1 else grids,
+                 "trials": self.trials, "seed": self.seed, "seeds": self.seeds, "record": list(self.record)}
+        return stamp if self.batch == self.trials else {**stamp, "batch": self.batch}
+
+
+def _axes(grid: Any) -> tuple[tuple[str, tuple], ...]:
+    """The axes of one [grid] table, checked."""
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError("[grid] is empty: a sweep needs at least one axis (\"section.option\" = [values]); "
+                          "for one configuration, use dipcert solve --runs")
+    axes = []
+    for key, values in grid.items():
+        if key.count(".") != 1:
+            raise ConfigError(f"[grid] keys are section.option (e.g. \"network.width\"), got {key!r}")
+        if key in _SEEDED:
+            raise ConfigError(f"[grid] {key}: seeds and trials belong to [sweep] (seed, seeds, trials)")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"[grid] {key} must be a non-empty list of values")
+        if len({dumps(v) for v in values}) != len(values):
+            raise ConfigError(f"[grid] {key} lists a value twice")
+        axes.append((key, tuple(values)))
+    return tuple(axes)
+
+
+def _at_scale(data: dict, scale: str | None) -> dict:
+    """``data`` with the tables of ``[scales.SCALE]`` laid over it (a table's keys replace the file's
+    one by one; [grid] and lists are replaced whole); without ``scale``, the file as written."""
+    scales = data.get("scales", {})
+    if not isinstance(scales, dict) or not all(isinstance(v, dict) for v in scales.values()):
+        raise ConfigError("[scales] must hold tables [scales.NAME] of what NAME changes")
+    data = {key: value for key, value in data.items() if key != "scales"}
+    if scale is None:
+        return data
+    if scale not in scales:
+        raise ConfigError(f"the sweep file has no scale {scale!r}; it has: {', '.join(scales) or 'none'}")
+    changes = scales[scale]
+    _only(changes, {"sweep", "base", "grid", "plot"}, f"[scales.{scale}]")
+    out = dict(data)
+    for table, value in changes.items():
+        if not isinstance(value, dict) and not (table == "grid" and isinstance(value, list)):
+            raise ConfigError(f"[scales.{scale}] {table} must be a table" + (" or a list of tables" if table == "grid"
+                                                                             else ""))
+        if table == "grid" or not isinstance(out.get(table), dict):
+            out[table] = value
+        elif table == "base":
+            if not all(isinstance(options, dict) for options in value.values()):
+                raise ConfigError(f"[scales.{scale}.base] must hold sections of a run configuration")
+            out[table] = {section: {**out[table].get(section, {}), **options} for section, options in
+                          {**{s: {} for s in out[table]}, **value}.items()}
+        else:
+            out[table] = {**out[table], **value}
+    return out
 
 
 def _integer(value: Any) -> bool:
@@ -292,27 +381,40 @@ def _label(cell: Cell) -> str:
 
 # ----------------------------------------------------------------------------------------- cells
 def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
-    """Solve each cell of ``group`` (its trials as one batch); one row per trial."""
+    """Solve each cell of ``group``, batch by batch (:meth:`Sweep.batches`); one row per trial."""
     from ..solve import solve
 
     cells = sweep.cells()
     out = {}
     for cell in group:
-        config = sweep.run_config(cell, cells.index(cell))
-        outcome = solve(config)
-        per_trial = outcome.result.seconds / sweep.trials
         rows = []
-        for t, run in enumerate(outcome.metrics["runs"]):
-            row: Row = {key: value for key, value in cell.coords}
-            row.update(trial=t, seed=run["seed"])
-            for name in sweep.record:
-                row[name] = OUTPUTS[name].read(run)
-                if OUTPUTS[name].needs == "certificate":
-                    row[f"{name}_kind"] = run["certificate"]["kinds"][name]
-            row["seconds"] = per_trial
-            rows.append(row)
+        for first, runs in sweep.batches():
+            outcome = solve(sweep.run_config(cell, cells.index(cell), first, runs))
+            per_trial = outcome.result.seconds / runs
+            by_form = _verdicts_by_form(outcome) if any(OUTPUTS[n].needs == "forms" for n in sweep.record) else None
+            for t, run in enumerate(outcome.metrics["runs"], start=first):
+                if by_form is not None:
+                    run = {**run, "forms": {form: bool(holds[t - first]) for form, holds in by_form.items()}}
+                row: Row = {key: value for key, value in cell.coords}
+                row.update(trial=t, seed=run["seed"])
+                for name in sweep.record:
+                    row[name] = OUTPUTS[name].read(run)
+                    if OUTPUTS[name].needs == "certificate":
+                        row[f"{name}_kind"] = run["certificate"]["kinds"][name]
+                row["seconds"] = per_trial
+                rows.append(row)
         out[cell.key] = CellResult(rows)
     return out
+
+
+def _verdicts_by_form(outcome) -> dict[str, np.ndarray]:
+    """Condition (4) at θ_0 under each Lipschitz form, each at its own certified step 1/(2L) per run
+    (the spectra shared; L is certified for the two-layer net and the MSE, so no Hessian estimate)."""
+    from ..certify import certify_forms
+
+    certificates = certify_forms(outcome.problem, outcome.network, LIPSCHITZ_FORMS, loss=outcome.loss,
+                                 hessian_iters=0)
+    return {form: certificate.holds for form, certificate in zip(LIPSCHITZ_FORMS, certificates)}
 
 
 def cost(configs: dict[str, RunConfig], cell: Cell) -> float:
@@ -477,10 +579,15 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, fresh: bool = False,
               executor: InProcess | DaskExecutor | None = None,
               on_group: Callable[[list[Cell], float], None] | None = None,
               on_notice: Callable[[str], None] | None = None,
-              configs: list[RunConfig] | None = None) -> dict[str, Path]:
+              configs: list[RunConfig] | None = None,
+              figure: Callable[[list[Row], Path], dict] | None = None,
+              runner: tuple[Callable, Callable[[Cell], Any]] | None = None) -> dict[str, Path]:
     """Check every cell (unless ``configs``, what :meth:`Sweep.check` returned, is given), then run
     (or resume) ``sweep`` in ``out_dir``: ``NAME.csv`` (one row per trial), ``NAME.summary.csv`` (one
-    row per cell), ``NAME.png`` (the [plot], if any) and the manifest ``NAME.json``."""
+    row per cell), ``NAME.png`` (the [plot], or what ``figure(rows, path)`` draws, whose returned
+    summary joins the manifest) and the manifest ``NAME.json``. ``runner`` = (run_group(sweep, cells),
+    group_of(cell)) runs groups of cells at once where an experiment knows how to batch them (it must
+    give the rows of :func:`run_group`; Fig. 1 does); by default each cell is its own group."""
     configs = configs if configs is not None else sweep.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -488,17 +595,19 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, fresh: bool = False,
     grid = sweep.cells()
     by_key = {cell.key: config for cell, config in zip(grid, configs)}
     start = time.perf_counter()
-    rows = run_grid(store, grid, partial(run_group, sweep), on_group=on_group, executor=executor,
+    task, group_of = runner or (run_group, lambda cell: cell.key)
+    rows = run_grid(store, grid, partial(task, sweep), group_of, on_group=on_group, executor=executor,
                     cost=partial(cost, by_key), on_notice=on_notice)
     seconds = time.perf_counter() - start
     per_cell = summary_rows(sweep, rows)
     summary_path = out / f"{sweep.name}.summary.csv"
     write_csv(summary_path, {key: [row[key] for row in per_cell] for key in per_cell[0]})
     paths = {"table": store.table_path(), "summary": summary_path}
-    if sweep.plot is not None:
+    drawn = None
+    if sweep.plot is not None or figure is not None:
         paths["figure"] = out / f"{sweep.name}.png"
-        plot(sweep, rows, paths["figure"])
-    extra = {"outputs": {name: OUTPUTS[name].help for name in sweep.record},
+        drawn = figure(rows, paths["figure"]) if figure is not None else plot(sweep, rows, paths["figure"])
+    extra = {**({"summary": drawn} if drawn is not None else {}),"outputs": {name: OUTPUTS[name].help for name in sweep.record},
              "executor": (executor or InProcess()).description,
              "seed_rule": (f"trial t of every cell uses seed {sweep.seed} + t" if sweep.seeds == "shared" else
                            f"trial t of cell c (grid order) uses seed {sweep.seed} + c*{sweep.trials} + t"),
