@@ -89,6 +89,19 @@ def test_interrupted_run_resumes_to_the_same_table(tmp_path):
     assert strip(resumed) == strip(reference)
 
 
+def test_a_group_killed_between_two_of_its_cells_runs_again_whole(tmp_path):
+    """Its batch, and so the last bits of its rows, are those of an uninterrupted run."""
+    reference = _run(tmp_path)
+    group = [c for c in TINY.cells() if c["network.width"] == 10]
+    assert len(group) == 2
+    (tmp_path / "fig1.cells" / f"{group[1].key}.meta.json").unlink()  # killed after writing the first
+    ran = []
+    again = _run(tmp_path, on_group=lambda cells, s: ran.extend(cells))
+    assert ran == group
+    strip = lambda rows: [{k: repr(v) for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(again) == strip(reference)
+
+
 def test_killed_cli_run_resumes_to_the_same_table(tmp_path):
     """A real SIGKILL in the middle of `dipcert reproduce`; the rerun completes the same table."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

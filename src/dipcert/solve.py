@@ -450,7 +450,7 @@ def write_outputs(outcome: SolveOutcome, out_dir: str | Path) -> dict[str, Path]
         width = f"MLP widths {','.join(map(str, c.network.widths))}"
     else:
         width = f"{c.network.name}, {outcome.network.parameter_count:,} parameters"
-    first = outcome.step if isinstance(outcome.step, float) else outcome.step and outcome.step[0]
+    first = outcome.step[0] if isinstance(outcome.step, list) else outcome.step  # run 0's, drawn here
     step = f", step {first:.3g}" if first is not None else ""
     status = m["status"]
     reason = outcome.result.config.get("divergence", [None])[0]

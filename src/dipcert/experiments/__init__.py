@@ -3,9 +3,10 @@
 A figure is either a sweep file shipped in ``sweeps/`` (fig1, fig2: its module provides
 ``load(scale)``, the :class:`~.sweep.Sweep`; ``plot(sweep, rows, path)``, which draws the figure
 from the sweep's table and returns its summary; and ``run_group``/``group_of``, which run groups of
-its cells in one batch), or a module with a ``Config`` dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``,
-``group_of(cell)``, ``run_group(config, cells)``, ``summary(config, rows)`` and
-``manifest(config)``; an :class:`Experiment` adds which cells it needs and how to plot them.
+its cells in one batch), or a module with a ``Config`` dataclass with ``at_scale("quick" |
+"paper")``, ``cells(config)``, ``group_of(cell)``, ``run_group(config, cells)``,
+``summary(config, rows)`` and ``manifest(config)`` (the image figures and inertia); an
+:class:`Experiment` adds which cells it needs and how to plot them.
 Plotting only reads recorded results. Experiments of one module share their finished cells (fig3b
 and fig4 are the same run).
 """

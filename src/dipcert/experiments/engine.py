@@ -239,7 +239,8 @@ def run_grid(
     """Run every unfinished cell, group by group; write and return every cell's rows, in grid order.
 
     A cell whose files are damaged (see :meth:`ResultStore.check`) is recomputed, and ``on_notice``
-    is told why. The groups go to ``executor`` (:mod:`.executors`; in this process by default),
+    is told why. A group with any cell unfinished (a run killed while writing its cells) runs again
+    whole: a smaller batch could change the last bits of its rows. The groups go to ``executor`` (:mod:`.executors`; in this process by default),
     costliest first when ``cost`` estimates a cell's cost, and each finished group is written here as
     soon as it arrives. For a Dask executor ``run_group`` must be picklable (a module-level function,
     or a ``functools.partial`` of one).
@@ -249,15 +250,14 @@ def run_grid(
         groups.setdefault(group_of(cell), []).append(cell)
     pending = []
     for group in groups.values():
-        todo = []
+        unfinished = False
         for cell in group:
             problem = store.check(cell)
-            if problem is not None:
-                todo.append(cell)
+            unfinished |= problem is not None
             if problem not in (None, NOT_STARTED) and on_notice is not None:
                 on_notice(f"cell {cell.key}: damaged ({problem}), recomputing it")
-        if todo:
-            pending.append(todo)
+        if unfinished:  # the whole group: its batch, hence the last bits of its rows, as in one run
+            pending.append(group)
     if cost is not None:
         pending.sort(key=lambda group: -sum(cost(cell) for cell in group))
     for group, results, seconds in (executor or InProcess()).run(run_group, pending):
