@@ -2,8 +2,10 @@
 
 The copies were made with ``dipcert reproduce NAME --scale quick`` (fig1 again once it ran from its
 sweep file, with each trial's certified step its own: its trained columns were unchanged but for
-final_loss's last digits, 7 of its 480 verdicts changed; fig4 again with the stopping columns of issue
-11, its other columns unchanged but for ssim's last digits), on the 2-core machine with 2 torch threads (the test suite pins 2 in
+final_loss's last digits, 7 of its 480 verdicts changed; fig4 again once it ran from its sweep file,
+its columns renamed as the sweep's outputs (psnr → psnr_last, stop_psnr → psnr, final_error →
+error_last, min_error → oracle_error, argmin_error → oracle_tau) and its values moved at float32
+rounding: step by 8e-8, psnr by 3e-8, the patience rule's τ from 42 to 71 at the same PSNR), on the 2-core machine with 2 torch threads (the test suite pins 2 in
 ``conftest.py``), without the ``seconds`` column (wall time, the only column that differs between
 two runs). Two runs there gave bit-identical tables; on another CPU (an AMD EPYC, where MKL takes
 other code paths) the same code moved fig4's float32 ``step`` by 8e-8 and fig1's ``final_loss`` by

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -250,8 +250,10 @@ def _certified_rule(config: RunConfig, problem: Problem, certificate: Certificat
     return Certified(certificate.stopping_time(np.resize(level.norm, problem.batch)), clock)
 
 
-def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None] | None = None) -> SolveOutcome:
-    """Build and train the run of ``config``; ``callback(τ, loss)`` may return True to interrupt."""
+def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None] | None = None,
+          snapshot_at: Sequence[int] = ()) -> SolveOutcome:
+    """Build and train the run of ``config``; ``callback(τ, loss)`` may return True to interrupt;
+    the iterates at the iterations ``snapshot_at`` are kept (``outcome.result.snapshots``)."""
     check_before_work(config)
     notes: list[str] = []
     problem, truth = build_problem(config, notes)
@@ -262,7 +264,8 @@ def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None
     training, stop = config.training, config.stopping
     result = train(problem, network, method, loss=loss, max_iters=training.iters, loss_tol=training.loss_tol,
                    record_every=training.record_every, stall_patience=training.stall_patience, callback=callback,
-                   stop=rule, average=stop.average, run_past_stop=stop.values.get("run_past_stop", False))
+                   stop=rule, average=stop.average, run_past_stop=stop.values.get("run_past_stop", False),
+                   snapshot_at=snapshot_at)
     step = chosen["step"]["value"] if "step" in chosen else None
     if certificate is not None and isinstance(loss, KLLoss) and not isinstance(loss.v_max, str):
         domain = check_domain(certificate, problem.operator.forward_flat(result.x))
@@ -318,6 +321,7 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
         if problem.x_true is not None:
             x_true = problem.x_true[b].detach().cpu().double().numpy()
             run["error"] = float(np.linalg.norm(x - x_true))
+            run["error_last"] = float(np.linalg.norm(result.x_last[b].detach().cpu().double().numpy() - x_true))
             truth_norm = float(np.linalg.norm(x_true))
             run["relative_error"] = run["error"] / truth_norm if truth_norm > 0 else None
         run["stop"] = stop_metrics(outcome, b)
@@ -330,6 +334,7 @@ def compute_metrics(outcome: SolveOutcome) -> dict:
             run["ssim"] = ssim(outcome.truth_image, recon)
             last = result.x_last[b].detach().cpu().double().numpy().reshape(outcome.truth_image.shape)
             run["psnr_last"] = psnr(outcome.truth_image, last)
+            run["ssim_last"] = ssim(outcome.truth_image, last)
             if problem.operator.out_size == problem.operator.in_size:
                 run["psnr_observation"] = psnr(outcome.truth_image, observation_image(problem, b))
         if problem.noise is not None:

@@ -1,11 +1,11 @@
 """Reproductions of the paper's figures, run by :func:`reproduce`.
 
-A figure is either a sweep file shipped in ``sweeps/`` (fig1, fig2: its module provides
-``load(scale)``, the :class:`~.sweep.Sweep`; ``plot(sweep, rows, path)``, which draws the figure
-from the sweep's table and returns its summary; and ``run_group``/``group_of``, which run groups of
-its cells in one batch), or a module with a ``Config`` dataclass with ``at_scale("quick" |
-"paper")``, ``cells(config)``, ``group_of(cell)``, ``run_group(config, cells)``,
-``summary(config, rows)`` and ``manifest(config)`` (the image figures and inertia); an
+A figure is either a sweep file shipped in ``sweeps/`` (fig1, fig2 and the image figures: its
+module provides ``load(scale)``, the :class:`~.sweep.Sweep`; ``run_group``/``group_of``, which run
+groups of its cells at once and keep what the figures draw; and a ``plot(sweep, rows, arrays,
+path)`` per figure, which draws it from the sweep's table and returns its summary), or a module with
+a ``Config`` dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``, ``group_of(cell)``,
+``run_group(config, cells)``, ``summary(config, rows)`` and ``manifest(config)`` (inertia); an
 :class:`Experiment` adds which cells it needs and how to plot them.
 Plotting only reads recorded results. Experiments of one module share their finished cells (fig3b
 and fig4 are the same run).
@@ -37,9 +37,9 @@ class Experiment:
 EXPERIMENTS: dict[str, Experiment] = {
     "fig1": Experiment(fig1, fig1.TITLE, fig1.plot),
     "fig2": Experiment(fig2, fig2.TITLE, fig2.plot),
-    "fig3a": Experiment(images, images.TITLES["fig3a"], images.plot_fig3a, lambda c: c["operator"] == "blur"),
-    "fig3b": Experiment(images, images.TITLES["fig3b"], images.plot_fig3b, lambda c: c["operator"] != "blur"),
-    "fig4": Experiment(images, images.TITLES["fig4"], images.plot_fig4, lambda c: c["operator"] != "blur"),
+    "fig3a": Experiment(images, images.TITLES["fig3a"], images.plot_fig3a, lambda c: c[images.OPERATOR] == "blur"),
+    "fig3b": Experiment(images, images.TITLES["fig3b"], images.plot_fig3b, lambda c: c[images.OPERATOR] != "blur"),
+    "fig4": Experiment(images, images.TITLES["fig4"], images.plot_fig4, lambda c: c[images.OPERATOR] != "blur"),
     "inertia": Experiment(inertia, inertia.TITLE, inertia.plot),
 }
 SCALES = SCALE.choices
@@ -72,7 +72,8 @@ def reproduce(
     if hasattr(module, "load"):  # a sweep file
         sweep = module.load(scale)
         paths = run_sweep(sweep, out_dir, fresh=fresh, executor=executor, on_group=on_group, on_notice=on_notice,
-                          figure=partial(experiment.plot, sweep), runner=(module.run_group, module.group_of))
+                          figure=partial(experiment.plot, sweep), runner=(module.run_group, module.group_of),
+                          keep=experiment.keep, table=name)
         return {key: paths[key] for key in ("table", "manifest", "figure")}
     config = module.Config.at_scale(scale)
     out = Path(out_dir)

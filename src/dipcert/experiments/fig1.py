@@ -142,8 +142,8 @@ def _cell_edges(centres) -> np.ndarray:
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
 
 
-def plot(sweep: Sweep, rows: list[Row], path) -> dict:
-    """Draw Fig. 1 from the sweep's rows; return :func:`summary`."""
+def plot(sweep: Sweep, rows: list[Row], arrays: dict, path) -> dict:
+    """Draw Fig. 1 from the sweep's rows (it keeps no ``arrays``); return :func:`summary`."""
     import matplotlib
 
     matplotlib.use("Agg")

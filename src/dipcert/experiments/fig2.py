@@ -120,8 +120,8 @@ def summary(sweep: Sweep, rows: list[Row]) -> dict:
     return out
 
 
-def plot(sweep: Sweep, rows: list[Row], path) -> dict:
-    """Draw Fig. 2 from the sweep's rows; return :func:`summary`."""
+def plot(sweep: Sweep, rows: list[Row], arrays: dict, path) -> dict:
+    """Draw Fig. 2 from the sweep's rows (it keeps no ``arrays``); return :func:`summary`."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -104,6 +104,7 @@ _CERTIFIED = {
     "margin": "R - R' of condition (4) (a lower bound)",
     "R": "the radius R of Theorem III.1 (a lower bound)",
     "R_prime": "the radius R' of Theorem III.1 (an upper bound)",
+    "sigma_A": "sigma_min(A), the smallest non-zero singular value of A",
     "L": "the Lipschitz constant of the gradient used by the certificate",
     "step_max": "1/L, the largest step the theorem allows (an upper bound)",
     "sigma_min_J0": "sigma_min(J_g(theta_0))",
@@ -121,10 +122,16 @@ OUTPUTS: dict[str, Output] = {
     "step": Output("the step the run used (the learning rate for adam; empty for the flows)",
                    lambda run: run.get("step", "")),
     "error": Output("||x - x_true|| of the returned iterate", lambda run: run["error"]),
+    "error_last": Output("||x - x_true|| of the last iterate", lambda run: run["error_last"]),
     "relative_error": Output("||x - x_true|| / ||x_true||", lambda run: run["relative_error"]),
     "psnr": Output("PSNR (dB) of the returned iterate", lambda run: run["psnr"], "image"),
     "ssim": Output("SSIM of the returned iterate", lambda run: run["ssim"], "image"),
     "psnr_last": Output("PSNR (dB) of the last iterate", lambda run: run["psnr_last"], "image"),
+    "ssim_last": Output("SSIM of the last iterate", lambda run: run["ssim_last"], "image"),
+    "psnr_observation": Output("PSNR (dB) of the observation y, where A is square (empty otherwise)",
+                               lambda run: run.get("psnr_observation", ""), "image"),
+    "noise_norm": Output("||epsilon||, the norm of the noise drawn (0 without noise)",
+                         lambda run: run.get("noise_norm", 0.0)),
     "stop_rule": Output("the stopping rule applied (what auto resolved to)", _stop("rule")),
     "stop_tau": Output("the iteration of the returned iterate", _stop("tau")),
     "oracle_tau": Output("the iteration nearest x_true among those computed (an oracle)", _oracle("tau")),
@@ -390,21 +397,29 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
         rows = []
         for first, runs in sweep.batches():
             outcome = solve(sweep.run_config(cell, cells.index(cell), first, runs))
-            per_trial = outcome.result.seconds / runs
-            by_form = _verdicts_by_form(outcome) if any(OUTPUTS[n].needs == "forms" for n in sweep.record) else None
-            for t, run in enumerate(outcome.metrics["runs"], start=first):
-                if by_form is not None:
-                    run = {**run, "forms": {form: bool(holds[t - first]) for form, holds in by_form.items()}}
-                row: Row = {key: value for key, value in cell.coords}
-                row.update(trial=t, seed=run["seed"])
-                for name in sweep.record:
-                    row[name] = OUTPUTS[name].read(run)
-                    if OUTPUTS[name].needs == "certificate":
-                        row[f"{name}_kind"] = run["certificate"]["kinds"][name]
-                row["seconds"] = per_trial
-                rows.append(row)
+            rows += cell_rows(sweep, cell, outcome, first)
         out[cell.key] = CellResult(rows)
     return out
+
+
+def cell_rows(sweep: Sweep, cell: Cell, outcome, first: int = 0) -> list[Row]:
+    """The rows of the trials ``first``, ``first + 1``, … that ``outcome`` (a :func:`~dipcert.solve.solve`
+    of them) computed: the cell's grid values, trial, seed, the recorded outputs, seconds."""
+    per_trial = outcome.result.seconds / len(outcome.metrics["runs"])
+    by_form = _verdicts_by_form(outcome) if any(OUTPUTS[n].needs == "forms" for n in sweep.record) else None
+    rows = []
+    for t, run in enumerate(outcome.metrics["runs"], start=first):
+        if by_form is not None:
+            run = {**run, "forms": {form: bool(holds[t - first]) for form, holds in by_form.items()}}
+        row: Row = {key: value for key, value in cell.coords}
+        row.update(trial=t, seed=run["seed"])
+        for name in sweep.record:
+            row[name] = OUTPUTS[name].read(run)
+            if OUTPUTS[name].needs == "certificate":
+                row[f"{name}_kind"] = run["certificate"]["kinds"][name]
+        row["seconds"] = per_trial
+        rows.append(row)
+    return rows
 
 
 def _verdicts_by_form(outcome) -> dict[str, np.ndarray]:
@@ -425,12 +440,12 @@ def cost(configs: dict[str, RunConfig], cell: Cell) -> float:
 
 
 # --------------------------------------------------------------------------------------- summary
-def summary_rows(sweep: Sweep, rows: list[Row]) -> list[Row]:
+def summary_rows(sweep: Sweep, rows: list[Row], cells: list[Cell] | None = None) -> list[Row]:
     """One row per cell: its grid values, the trial count and, for every numeric or yes/no output,
     the mean over its trials (non-finite values counted apart)."""
     out = []
     names = [key for key, _ in sweep.axes]
-    for cell in sweep.cells():
+    for cell in cells if cells is not None else sweep.cells():
         mine = [r for r in rows if all(_same(r[key], value) for key, value in cell.coords)]
         row: Row = {key: cell[key] for key in names}
         row["trials"] = len(mine)
@@ -580,39 +595,50 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, fresh: bool = False,
               on_group: Callable[[list[Cell], float], None] | None = None,
               on_notice: Callable[[str], None] | None = None,
               configs: list[RunConfig] | None = None,
-              figure: Callable[[list[Row], Path], dict] | None = None,
-              runner: tuple[Callable, Callable[[Cell], Any]] | None = None) -> dict[str, Path]:
+              figure: Callable[[list[Row], dict[str, dict], Path], dict] | None = None,
+              runner: tuple[Callable, Callable[[Cell], Any]] | None = None,
+              keep: Callable[[Cell], bool] | None = None, table: str | None = None) -> dict[str, Path]:
     """Check every cell (unless ``configs``, what :meth:`Sweep.check` returned, is given), then run
     (or resume) ``sweep`` in ``out_dir``: ``NAME.csv`` (one row per trial), ``NAME.summary.csv`` (one
-    row per cell), ``NAME.png`` (the [plot], or what ``figure(rows, path)`` draws, whose returned
-    summary joins the manifest) and the manifest ``NAME.json``. ``runner`` = (run_group(sweep, cells),
-    group_of(cell)) runs groups of cells at once where an experiment knows how to batch them (it must
-    give the rows of :func:`run_group`; Fig. 1 does); by default each cell is its own group."""
+    row per cell), ``NAME.png`` (the [plot], or what ``figure(rows, arrays, path)`` draws from the
+    rows and the cells' arrays, whose returned summary joins the manifest) and the manifest
+    ``NAME.json``; NAME is ``table`` or the sweep's name, and only the cells ``keep`` selects run
+    (finished cells are kept in ``SWEEP.cells/``, shared by the tables of one sweep).
+    ``runner`` = (run_group(sweep, cells), group_of(cell)) runs groups of cells at once where an
+    experiment knows how to batch them (it must give the rows of :func:`run_group`, as Fig. 1's
+    does); by default each cell is its own group."""
     configs = configs if configs is not None else sweep.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    name = table or sweep.name
     store = ResultStore(out, sweep.name, sweep.stamp(), fresh=fresh)
-    grid = sweep.cells()
-    by_key = {cell.key: config for cell, config in zip(grid, configs)}
+    chosen = [(cell, config) for cell, config in zip(sweep.cells(), configs) if keep is None or keep(cell)]
+    grid = [cell for cell, _ in chosen]
+    by_key = {cell.key: config for cell, config in chosen}
     start = time.perf_counter()
     task, group_of = runner or (run_group, lambda cell: cell.key)
-    rows = run_grid(store, grid, partial(task, sweep), group_of, on_group=on_group, executor=executor,
+    rows = run_grid(store, grid, partial(task, sweep), group_of, on_group=on_group, table=name, executor=executor,
                     cost=partial(cost, by_key), on_notice=on_notice)
     seconds = time.perf_counter() - start
-    per_cell = summary_rows(sweep, rows)
-    summary_path = out / f"{sweep.name}.summary.csv"
+    per_cell = summary_rows(sweep, rows, grid)
+    summary_path = out / f"{name}.summary.csv"
     write_csv(summary_path, {key: [row[key] for row in per_cell] for key in per_cell[0]})
-    paths = {"table": store.table_path(), "summary": summary_path}
+    paths = {"table": store.table_path(name), "summary": summary_path}
     drawn = None
-    if sweep.plot is not None or figure is not None:
-        paths["figure"] = out / f"{sweep.name}.png"
-        drawn = figure(rows, paths["figure"]) if figure is not None else plot(sweep, rows, paths["figure"])
-    extra = {**({"summary": drawn} if drawn is not None else {}),"outputs": {name: OUTPUTS[name].help for name in sweep.record},
+    if figure is not None:
+        paths["figure"] = out / f"{name}.png"
+        arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}
+        drawn = figure(rows, arrays, paths["figure"])
+    elif sweep.plot is not None:
+        paths["figure"] = out / f"{name}.png"
+        plot(sweep, rows, paths["figure"])
+    extra = {**({"summary": drawn} if drawn is not None else {}),
+             "outputs": {output: OUTPUTS[output].help for output in sweep.record},
              "executor": (executor or InProcess()).description,
              "seed_rule": (f"trial t of every cell uses seed {sweep.seed} + t" if sweep.seeds == "shared" else
                            f"trial t of cell c (grid order) uses seed {sweep.seed} + c*{sweep.trials} + t"),
-             "configurations": {cell.key: config.to_dict() for cell, config in zip(grid, configs)}}
-    paths["manifest"] = store.write_manifest(len(grid), len(rows), seconds, extra)
+             "configurations": {cell.key: config.to_dict() for cell, config in chosen}}
+    paths["manifest"] = store.write_manifest(len(grid), len(rows), seconds, extra, table=name)
     return paths
 
 
