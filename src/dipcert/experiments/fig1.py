@@ -27,7 +27,7 @@ from ..report import save_figure
 from ..seeding import derive_seed
 from ..steps import auto_steps
 from .engine import Cell, CellResult, Row
-from .sweep import FORM_OUTPUTS, Sweep
+from .sweep import FORM_OUTPUTS, Sweep, half_decade
 from .sweep import run_group as run_cells
 
 TITLE = "Fig. 1: width for condition (4) vs width for convergence (n = 5, sigmoid, W trained)"
@@ -104,11 +104,6 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
     return out
 
 
-def log10_width(width: int) -> float:
-    """The half-decade grid point of a width (widths are 10^e rounded to integers)."""
-    return round(2 * math.log10(width)) / 2
-
-
 def trained_iterations(sweep: Sweep) -> int:
     """The iteration budget of the trained block (the certificate-only block runs one iteration)."""
     return max(dict(sweep.axes)["training.iters"])
@@ -120,11 +115,11 @@ def summary(sweep: Sweep, rows: list[Row]) -> dict:
     ms = sorted({r["operator.m"] for r in rows})
 
     def prob(m, e, column):
-        values = [r[column] for r in rows if r["operator.m"] == m and log10_width(r["network.width"]) == e
+        values = [r[column] for r in rows if r["operator.m"] == m and half_decade(r["network.width"]) == e
                   and (column != "converged" or r["training.iters"] == iters)]
         return float(np.mean(values)) if values else math.nan
 
-    all_ks = sorted({log10_width(r["network.width"]) for r in rows})
+    all_ks = sorted({half_decade(r["network.width"]) for r in rows})
     columns = ["converged"] + [FORM_COLUMNS[f] for f in LIPSCHITZ_FORMS]
     table = {c: {m: [prob(m, e, c) for e in all_ks] for m in ms} for c in columns}
     first_half = {c: {m: next((e for e, p in zip(all_ks, table[c][m]) if p >= 0.5), None) for m in ms}
@@ -154,7 +149,7 @@ def plot(sweep: Sweep, rows: list[Row], arrays: dict, path) -> dict:
     iters, loss_tol = trained_iterations(sweep), sweep.base["training"]["loss_tol"]
     ms = sorted(info["probability"]["converged"])
     ks = info["log10_ks"]
-    trained_ks = {log10_width(r["network.width"]) for r in rows if r["training.iters"] == iters}
+    trained_ks = {half_decade(r["network.width"]) for r in rows if r["training.iters"] == iters}
     trained = [i for i, e in enumerate(ks) if e in trained_ks]
     panels = [(FORM_COLUMNS[f], f"(a) P[(4) holds]\n{f} Lipschitz bound", list(range(len(ks))))
               for f in LIPSCHITZ_FORMS]

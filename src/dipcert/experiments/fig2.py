@@ -12,7 +12,6 @@ sweep's own runner (``tests/test_experiments.py`` checks it).
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..problems import Problem, gaussian_problem
 from ..report import save_figure
 from ..seeding import derive_seed
 from .engine import Cell, CellResult, Row
-from .sweep import Sweep
+from .sweep import Sweep, half_decade
 
 TITLE = "Fig. 2: convergence against the step size, for growing n (k = 1e4), and for growing k"
 SWEEP_FILE = Path(__file__).parent / "sweeps" / "fig2.toml"
@@ -91,10 +90,6 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
     return out
 
 
-def _log10_step(step: float) -> float:
-    return round(2 * math.log10(step)) / 2
-
-
 def _panels(sweep: Sweep) -> tuple[int, int | None]:
     """(the width of panel (a), the n of panel (b)): the first block's width and the second's n."""
     first = dict(sweep.blocks[0])
@@ -106,14 +101,14 @@ def summary(sweep: Sweep, rows: list[Row]) -> dict:
     """P(converged) per (n or k, γ); the largest γ converging with probability ≥ 1/2. Panel (a): every
     n at the first block's width; panel (b): every k at the second block's n."""
     width, companion_n = _panels(sweep)
-    log10_steps = sorted({_log10_step(r["method.step"]) for r in rows})
+    log10_steps = sorted({half_decade(r["method.step"]) for r in rows})
     out: dict = {}
     for key, column, mine in (("n", "problem.n", [r for r in rows if r["network.width"] == width]),
                               ("k", "network.width", [r for r in rows if r["problem.n"] == companion_n])):
         table = {}
         for value in sorted({r[column] for r in mine}):
             probs = {g: float(np.mean([r["converged"] for r in mine if r[column] == value
-                                       and _log10_step(r["method.step"]) == g])) for g in log10_steps}
+                                       and half_decade(r["method.step"]) == g])) for g in log10_steps}
             good = [g for g, p in probs.items() if p >= 0.5]
             table[value] = {"probability": probs, "largest_log10_step_with_probability_half": max(good) if good else None}
         out[f"by_{key}"] = table

@@ -575,6 +575,12 @@ def _positions(xs: tuple) -> Any:
     return list(xs) if numeric else list(range(len(xs)))
 
 
+def half_decade(value: float) -> float:
+    """log10 of a grid value rounded to the half-decade grid (10^e values rounded to integers or
+    written with few digits, as in the shipped figure files)."""
+    return round(2 * math.log10(value)) / 2
+
+
 def _spans_decades(xs: tuple) -> bool:
     return min(xs) > 0 and max(xs) / min(xs) >= 100
 
