@@ -234,3 +234,28 @@ def test_the_two_layer_certificate_is_asked_for_up_to_the_pixel_cap_and_said_mis
     got = RECONSTRUCTORS["dip-two-layer"].reconstruct(case, ("auto",))["auto"]
     assert got.details["certificate"].startswith("a-priori certificate not computed at 144 pixels")
     assert case.error(got.x) <= got.details["error_bound"]  # the a-posteriori bound stays, and holds
+
+
+def test_the_markdown_leads_with_winners_gaps_and_what_each_dips_certificate_said():
+    """compare.md opens with the per-task winner and each DIP's gap to the best usable classical method
+    of its case (checked against the rows), and with the DIP runs' verdicts counted without their numbers."""
+    from dipcert.experiments.compare import markdown, run_group, verdict_head
+
+    config = Config(images=("camera", "coins"), sizes=(12,), tasks=("blur-2.5",),
+                    methods=("wiener:gcv+oracle", "landweber:discrepancy", "dip-two-layer:auto"), dip_iters=5)
+    rows = [row for cell in cells(config) for result in run_group(config, [cell]).values() for row in result.rows]
+    dip = [r for r in rows if r["method"] == "dip-two-layer"]
+    assert all(verdict_head(r["certificate"]) == "Condition (4) does not hold: step >= 1/L" for r in dip)
+    gaps = [r["psnr"] - max(o["psnr"] for o in rows if o["image"] == r["image"] and o["family"] == "classical"
+                            and o["rule"] != "oracle") for r in dip]
+    usable = {(r["method"], r["rule"]): r for r in rows if r["rule"] != "oracle"}
+    assert len(usable) == 3
+    text = markdown(config, rows)
+    overview = text.split("## Winners and the DIPs' gap")[1].split("##")[0]
+    line = next(line for line in overview.splitlines() if line.startswith("| Gaussian blur sigma 1, noise 2.5 | 12 |"))
+    assert f"{sum(r['psnr'] for r in dip) / 2:.2f} dB, {sum(gaps) / 2:+.2f}" in line
+    said = text.split("## What the certificates said")[1].split("##")[0]
+    line = next(line for line in said.splitlines() if "dip-two-layer (auto)" in line)
+    assert "Condition (4) does not hold: step >= 1/L (2/2); the step was" in line and "times 1/L" in line
+    assert "vacuous" in line or ">= " in line
+    assert text.index("## Winners") < text.index("## What the certificates said") < text.index("## Per task")

@@ -24,6 +24,7 @@ Our choices (the issue leaves them open):
 from __future__ import annotations
 
 import math
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ def summary(config: Config, rows: list[dict]) -> dict:
     """Per (size, task): every method-rule's mean PSNR/SSIM/seconds over images and seeds, best first;
     the winner among usable methods; each DIP's mean gap to the best usable classical method per case."""
     out = {}
-    for (size, task), group in _by(rows, ("size", "task")).items():
+    for (size, task), group in sorted(_by(rows, ("size", "task")).items(), key=lambda item: _task_order(*item[0])):
         table = []
         for label, results in _by([r for r in group if r["status"] == "ok"], ("label",), method_label).items():
             table.append({"method": label[0], "psnr": _mean([r["psnr"] for r in results]),
@@ -240,6 +241,11 @@ def summary(config: Config, rows: list[dict]) -> dict:
         winner = next((t["method"] for t in table if not t["oracle"]), None)
         out[f"{size}/{task}"] = {"table": table, "winner": winner, "dip_gaps": dip_gaps(group)}
     return out
+
+
+def _task_order(size, task: str) -> tuple[int, int]:
+    """Smaller images first, then the tasks in the order of :data:`TASKS`."""
+    return int(size), list(TASKS).index(task)
 
 
 def dip_gaps(rows: list[dict]) -> dict[str, float]:
@@ -269,9 +275,11 @@ def markdown(config: Config, rows: list[dict]) -> str:
     computed = sum({(r["size"], r["task"], r["image"], r["seed"], r["method"]): r["cell_seconds"] for r in rows}.values())
     lines += [f"{len(rows)} rows; compute time summed over cells: {computed:.0f} s (the wall time of each invocation "
               "is in compare.json).", ""]
-    lines += ["Mean over images and seeds, best first. Oracle rows choose with the truth: references, not methods "
-              f"a user could apply. The rules that need a noise level get the {config.noise_level} one.", ""]
-    for key, entry in summary(config, rows).items():
+    summaries = summary(config, rows)
+    lines += overview(summaries) + certificates(rows)
+    lines += ["## Per task", "", "Mean over images and seeds, best first. Oracle rows choose with the truth: references, "
+              f"not methods a user could apply. The rules that need a noise level get the {config.noise_level} one.", ""]
+    for key, entry in summaries.items():
         size, task = key.split("/")
         lines += [f"### {TASKS[task].help}, {size}x{size}", "", f"Best usable: **{entry['winner']}**.", "",
                   "| method (rule) | PSNR | SSIM | seconds | cases |", "|---|---|---|---|---|"]
@@ -282,6 +290,71 @@ def markdown(config: Config, rows: list[dict]) -> str:
             lines += ["", f"DIP gap to the best usable classical method, mean over cases: {gaps}."]
         lines.append("")
     return "\n".join(lines)
+
+
+def overview(summaries: dict) -> list[str]:
+    """Markdown lines: per (size, task), the best method a user can apply (mean PSNR) and each usable
+    DIP result's mean PSNR with its mean gap to the best usable classical method of each case."""
+    dips = list(dict.fromkeys(label for entry in summaries.values() for label in entry["dip_gaps"]))
+    lines = ["## Winners and the DIPs' gap", "",
+             "Best method a user can apply (mean PSNR over images and seeds); each DIP's mean PSNR and its mean gap "
+             "to the best usable classical method of each case (positive: the DIP wins).", "",
+             "| " + " | ".join(("task", "size", "best usable (mean PSNR)", *dips)) + " |", "|---" * (3 + len(dips)) + "|"]
+    for key, entry in summaries.items():
+        size, task = key.split("/")
+        psnrs = {t["method"]: t["psnr"] for t in entry["table"]}
+        best = entry["winner"]
+        cells_ = [f"{psnrs[label]:.2f} dB, {entry['dip_gaps'][label]:+.2f}" if label in entry["dip_gaps"] else "-"
+                  for label in dips]
+        best_text = f"{best} ({psnrs[best]:.2f})" if best is not None else "-"
+        if best is not None and _is_dip(entry, best):
+            best_text = f"**{best_text}**"
+        lines.append("| " + " | ".join((TASKS[task].help, size, best_text, *cells_)) + " |")
+    return lines + [""]
+
+
+def _is_dip(entry: dict, label: str) -> bool:
+    return any(t["method"] == label and t["family"] == "dip" for t in entry["table"])
+
+
+def certificates(rows: list[dict]) -> list[str]:
+    """Markdown lines: per (size, task) and usable DIP result, how many runs got each a-priori verdict,
+    and the PSNR the a-posteriori recovery bound guarantees against the PSNR measured."""
+    dip_rows = [r for r in rows if usable(r) and r["family"] == "dip"]
+    if not dip_rows:
+        return []
+    lines = ["## What the certificates said", "",
+             "Per DIP result: the a-priori verdict (runs with it), and where A is injective the PSNR guaranteed by "
+             "the a-posteriori bound (||A x - y|| + ||eps||)/sigma_min(A), with the simulation's true ||eps|| "
+             "(a lower bound on the PSNR), beside the PSNR measured.", "",
+             "| task | size | method (rule) | a-priori verdict (runs) | a-posteriori guarantee | measured PSNR |",
+             "|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in dip_rows:
+        groups.setdefault((r["size"], r["task"], method_label(r)), []).append(r)
+    for size, task, label in sorted(groups, key=lambda key: (*_task_order(key[0], key[1]), key[2])):
+        group = groups[size, task, label]
+        verdicts: dict[str, int] = {}
+        for r in group:
+            head = verdict_head(r["certificate"])
+            verdicts[head] = verdicts.get(head, 0) + 1
+        verdict_text = "; ".join(f"{head} ({count}/{len(group)})" for head, count in verdicts.items())
+        ratios = [float(a) / float(b) for r in group for a, b in _STEP_OVER_1_L.findall(r["certificate"])]
+        if ratios:
+            verdict_text += f"; the step was {_span(ratios, _ratio)} times 1/L"
+        bounds = [float(r["psnr_lower_bound"]) for r in group]
+        guaranteed = [b for b in bounds if math.isfinite(b) and b > 0]
+        if "not injective" in group[0]["certificate"]:
+            guarantee = "none: A is not injective"
+        elif not guaranteed:
+            guarantee = "vacuous (below 0 dB)"
+        else:
+            guarantee = f">= {_span(guaranteed)} dB" + (f" ({len(bounds) - len(guaranteed)} of {len(bounds)} vacuous)"
+                                                      if len(guaranteed) < len(bounds) else "")
+        measured = [float(r["psnr"]) for r in group]
+        lines.append(f"| {TASKS[task].help} | {size} | {label} | {verdict_text.replace('|', '/')} | {guarantee} | "
+                     f"{_span(measured)} |")
+    return lines + [""]
 
 
 def markdown_cases(rows: list[dict]) -> str:
@@ -304,6 +377,32 @@ def markdown_cases(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+_VERDICTS = ("Condition (4) holds", "Condition (4): undecided", "Condition (4) does not hold")
+_STEP_OVER_1_L = re.compile(r"step ([0-9.e+-]+) >= 1/L = ([0-9.e+-]+)")
+_FAILURE_REASONS = {"step ": "step >= 1/L", "R' >= R": "R' >= R", "sigma_min(J_g(0)) = 0": "sigma_min(J_g(0)) = 0"}
+
+
+def verdict_head(certificate: str) -> str:
+    """A DIP run's a-priori verdict without its numbers (the same for runs with the same verdict):
+    Theorem III.1's condition (4) holds / is undecided / does not hold (and why), or why there is none."""
+    for head in _VERDICTS:
+        if certificate.startswith(head):
+            if head.endswith("does not hold"):
+                why = certificate.split(":", 1)[1]
+                head += ": " + ", ".join(reason for key, reason in _FAILURE_REASONS.items() if key in why)
+            return head
+    return re.sub(r"\s*\([^()]*\)", "", certificate.split(":")[0])
+
+
+def _span(values: list[float], text: Callable[[float], str] = "{:.1f}".format) -> str:
+    low, high = text(min(values)), text(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _seconds(value: float) -> str:
     return f"{value:.3g}" if value >= 0.001 else "< 0.001"
 
@@ -313,7 +412,7 @@ def certificate_cell(row: dict) -> str:
     PSNR the a-posteriori recovery bound guarantees (where A is injective)."""
     if not row["certificate"]:
         return ""
-    verdict = row["certificate"].split(":")[0]
+    verdict = verdict_head(row["certificate"])
     bound = row["psnr_lower_bound"]
     if isinstance(bound, float) and math.isfinite(bound):
         verdict += (f"; a-posteriori bound (true ||eps||): PSNR >= {bound:.1f} dB" if bound > 0
@@ -387,7 +486,8 @@ def compare(config: Config, out_dir: str | Path, *, fresh: bool = False,
             executor: InProcess | DaskExecutor | None = None, on_group: Callable[[list[Cell], float], None] | None = None,
             on_notice: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Run (or resume) the comparison of ``config`` in ``out_dir``: ``compare.csv`` (one row per case,
-    method and rule), ``compare.md`` (per task, best first), ``compare-cases.md`` (per case),
+    method and rule), ``compare.md`` (the winners, the DIPs' gaps and certificates, then per task, best
+    first), ``compare-cases.md`` (per case),
     ``compare.png`` and the manifest ``compare.json``. ``executor`` runs the cells (in this process
     by default, see :mod:`.executors`)."""
     out = Path(out_dir)
