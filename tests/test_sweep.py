@@ -249,5 +249,8 @@ value = "converged"
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")), ids=lambda p: p.name)
 def test_every_example_sweep_file_is_valid(path):
-    sweep = Sweep.load(path)
-    assert len(sweep.check()) == len(sweep.cells()) > 1 and sweep.plot is not None
+    import tomllib
+
+    for scale in (None, *tomllib.loads(path.read_text()).get("scales", {})):
+        sweep = Sweep.load(path, scale)
+        assert len(sweep.check()) == len(sweep.cells()) > 1 and sweep.plot is not None
