@@ -1,21 +1,23 @@
 """Gradient evaluations and wall time to reach a loss of 1e-10, every method, in one run.
 
-Runs the Gaussian trials of ``dipcert reproduce inertia`` (n = 5, m = 2, k = 10⁴, W trained,
-float64; every method tuned per trial, see dipcert.experiments.inertia) and prints, per method,
-the median gradient evaluations, iterations and seconds over the trials that reached the
-tolerance, with ratios against gradient descent with its certified step measured in the same run.
+Runs the Gaussian sweep of ``dipcert reproduce inertia`` (``dipcert/experiments/sweeps/inertia.toml``:
+n = 5, m = 2, k = 10⁴, W trained, float64; every method tuned per trial) in a temporary folder and
+prints, per method, the median gradient evaluations, iterations and seconds (the whole solve per
+trial, spectra and certificate included) over the trials that reached the tolerance, with ratios
+against gradient descent with its certified step measured in the same run.
 Usage: ``.venv/bin/python benchmarks/bench_methods.py [--trials 10] [--width 10000]``.
 """
 from __future__ import annotations
 
 import argparse
 import platform
-from dataclasses import replace
+import tempfile
+import tomllib
 
 import torch
 
-from dipcert.experiments.engine import Cell
-from dipcert.experiments.inertia import Config, run_group, summary
+from dipcert.experiments.inertia import SWEEP_FILES, curves_by_label, group_of, run_group, summary
+from dipcert.experiments.sweep import Sweep, finished_results, run_sweep
 
 
 def main() -> None:
@@ -23,14 +25,18 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--width", type=int, default=10_000)
     args = parser.parse_args()
-    config = replace(Config(), trials=args.trials, width=args.width)
+    data = tomllib.loads(SWEEP_FILES[-1].read_text(encoding="utf-8"))
+    data["sweep"]["trials"] = args.trials
+    data["base"]["network"]["width"] = args.width
+    sweep = Sweep.from_dict(data)
+    config = sweep.run_config(sweep.cells()[0], 0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"n = {config.n}, m = {config.m}, k = {config.width}, {config.trials} trials, loss <= {config.loss_tol:g}")
-    rows = []
-    for trial in range(config.trials):
-        for result in run_group(config, [Cell.of(problem="gaussian", trial=trial)]).values():
-            rows.extend(result.rows)
-    table = summary(config, rows)["gaussian"]
+    print(f"n = {config.problem.n}, m = {config.operator.m}, k = {args.width}, {args.trials} trials, "
+          f"loss <= {config.training.loss_tol:g}")
+    with tempfile.TemporaryDirectory() as out:
+        run_sweep(sweep, out, runner=(run_group, group_of))
+        rows, arrays = finished_results(sweep, out)
+    table = summary(rows, curves_by_label(sweep, arrays), [], {})["gaussian"]
     base = table["gd certified"]
     print(f"{'method':<24}{'reached':>8}{'evals':>10}{'iters':>10}{'seconds':>10}{'evals ratio':>13}{'time ratio':>12}")
     for label, entry in table.items():

@@ -102,27 +102,38 @@ def test_cells_not_started_run_silently(tmp_path):
 
 
 def _fake_module() -> types.ModuleType:
-    """A stand-in for a figure module, as :func:`dipcert.experiments.reproduce` expects one."""
+    """A stand-in for a figure module, as :func:`dipcert.experiments.reproduce` expects one: a sweep
+    of three cells whose runner writes deterministic rows without training."""
+    from dipcert.experiments.sweep import Sweep
+
+    sweep = Sweep.from_dict({"sweep": {"name": "fake", "trials": TRIALS, "record": ["iterations"]},
+                             "base": {"problem": {"signal": "gaussian", "n": 5}}, "grid": {"operator.m": [1, 2, 3]}})
+
+    def run_group(sweep, group):
+        return {cell.key: CellResult([{"operator.m": cell["operator.m"], "trial": t, "seed": t, "iterations": t,
+                                       "seconds": 0.0} for t in range(TRIALS)]) for cell in group}
+
     module = types.ModuleType("fake")
-    module.Config = types.SimpleNamespace(at_scale=lambda scale: None)
-    module.cells = lambda config: CELLS
+    module.load = lambda scale: sweep
     module.group_of = lambda cell: cell.key
-    module.run_group = lambda config, group: fake_group(group)
-    module.summary = lambda config, rows: {"rows": len(rows)}
-    module.manifest = lambda config: {"n": 1}
+    module.run_group = run_group
     return module
 
 
 def test_reproduce_passes_notices_on(tmp_path, monkeypatch):
-    plot = lambda config, rows, arrays, path: path.write_bytes(b"png")
+    def plot(sweep, rows, arrays, path):
+        path.write_bytes(b"png")
+        return {"rows": len(rows)}
+
     monkeypatch.setitem(experiments.EXPERIMENTS, "fake", experiments.Experiment(_fake_module(), "Fake", plot))
     first = experiments.reproduce("fake", "quick", tmp_path)
     table = first["table"].read_text()
-    _cut_rows(tmp_path / "fake.cells" / "x=2.csv", 4)
+    _cut_rows(tmp_path / "fake.cells" / "operator.m=2.csv", 4)
     notices = []
     again = experiments.reproduce("fake", "quick", tmp_path, on_notice=notices.append)
-    assert notices == ["cell x=2: damaged (truncated: 4 rows of 10), recomputing it"]
+    assert notices == ["cell operator.m=2: damaged (truncated: 4 rows of 10), recomputing it"]
     assert again["table"].read_text() == table
+    assert json.loads(again["manifest"].read_text())["summary"] == {"rows": 3 * TRIALS}
 
 
 def test_stamp_records_versions(tmp_path):

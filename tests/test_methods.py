@@ -805,3 +805,42 @@ def test_flow_releases_its_solver_when_training_ends(name):
         assert refs and refs[0]() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("name", ["heavy-ball", "nesterov"])
+def test_momentum_auto_is_the_textbook_tuning_and_reaches_its_rate_on_a_quadratic(name):
+    """``momentum = auto`` (and ``step = auto``) give Polyak's and Nesterov's tunings for the spectrum
+    [μ, L] of the Hessian (dense eigenvalues here), and on the quadratic they reach the textbook
+    guarantees: heavy ball's loss contracts by ((√κ−1)/(√κ+1))² per step asymptotically; Nesterov's
+    obeys L(θ_k) ≤ (1 − √(μ/L))^k (L(θ_0) + μ/2 ‖θ_0 − θ*‖²) at every k."""
+    from dipcert.methods import build_method
+
+    rng = np.random.default_rng(3)
+    n = 6  # A square with AᵀA's eigenvalues evenly spaced in [0.01, 1] (κ = 100), g(θ) = θ: J = I
+    U, V = (np.linalg.qr(rng.standard_normal((n, n)))[0] for _ in range(2))
+    A = U @ np.diag(np.sqrt(np.linspace(0.01, 1.0, n))) @ V.T
+    theta0, theta_star = rng.standard_normal(n), rng.standard_normal(n)
+    problem = Problem(Matrix(torch.tensor(A)), torch.tensor(A @ theta_star)[None])
+    net = LinearNetwork(torch.eye(n, dtype=torch.float64), theta0=torch.tensor(theta0)[None])
+    eigenvalues = np.linalg.eigvalsh(A.T @ A)
+    mu, L = float(eigenvalues.min()), float(eigenvalues.max())
+    root = np.sqrt(mu / L)
+    expected = ((4 / (np.sqrt(L) + np.sqrt(mu)) ** 2, ((1 - root) / (1 + root)) ** 2) if name == "heavy-ball"
+                else (1 / L, (1 - root) / (1 + root)))
+    method, chosen = build_method({"method": name, "step": "auto", "momentum": "auto"}, problem, net)
+    assert chosen["step"]["value"] == pytest.approx(expected[0], rel=1e-8)
+    assert chosen["momentum"]["value"] == pytest.approx(expected[1], rel=1e-8)
+    assert chosen["momentum"]["rule"].startswith("auto: Polyak's" if name == "heavy-ball" else "auto: Nesterov's")
+    _, default = build_method({"method": name, "step": "auto", "momentum": 0.9}, problem, net)
+    assert default["momentum"] == {"value": 0.9, "rule": "default"} and default["step"]["rule"].startswith("auto: 1/||A J")
+    T = 100
+    loss = train(problem, net, method, max_iters=T, loss_tol=0.0, record_every=1).history.loss[:, 0]
+    assert len(loss) == T + 1
+    if name == "heavy-ball":
+        rho = (np.sqrt(L / mu) - 1) / (np.sqrt(L / mu) + 1)
+        measured = (loss[T] / loss[T // 2]) ** (1 / (T - T // 2))
+        assert measured <= 1.05 * rho**2  # gradient descent at 1/L: (1 - 1/κ)² = 0.98
+    else:
+        gap = theta0 - theta_star
+        bound = (1 - root) ** np.arange(T + 1) * (loss[0] + mu / 2 * gap @ gap)
+        assert np.all(loss <= bound * (1 + 1e-9))

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from dipcert.cli import main
 from dipcert.config import ConfigError, RunConfig
-from dipcert.experiments.sweep import OUTPUTS, Sweep, run_sweep
+from dipcert.experiments.sweep import OUTPUTS, Sweep, finished_results, run_sweep
 from dipcert.solve import solve
 
 BASE = {"problem": {"signal": "gaussian", "n": 5}, "training": {"iters": 300, "loss_tol": 1e-10}}
@@ -96,7 +96,7 @@ def test_a_cells_trials_give_the_same_rows_in_smaller_batches(tmp_path):
             assert float(x[key]) == pytest.approx(float(y[key]), rel=1e-6, abs=1e-14), key
 
 
-def test_grid_blocks_concatenate_products_of_the_same_axes_and_scales_overlay_the_file(tmp_path):
+def test_grid_blocks_concatenate_their_products_and_scales_overlay_the_file(tmp_path):
     data = {"sweep": {"name": "b", "trials": 2, "record": ["iterations"]}, "base": BASE,
             "grid": [{"operator.m": [1, 3], "network.width": [20], "training.iters": [300]},
                      {"operator.m": [1], "network.width": [200, 2000], "training.iters": [1]}],
@@ -117,8 +117,44 @@ def test_grid_blocks_concatenate_products_of_the_same_axes_and_scales_overlay_th
         Sweep.from_dict(data, scale="paper")
     with pytest.raises(ConfigError, match="blocks overlap: the cell operator.m=1_network.width=20_training.iters=300"):
         Sweep.from_dict({**data, "grid": [data["grid"][0], data["grid"][0]]})
-    with pytest.raises(ConfigError, match="must list the same axes"):
-        Sweep.from_dict({**data, "grid": [data["grid"][0], {"operator.m": [5]}]})
+
+
+def test_blocks_may_set_different_options_and_share_one_table(tmp_path):
+    """Methods with different options in one sweep: a column per axis of any block, empty where a
+    cell's block does not set it; each cell's rows and summary are its own (a cell whose axes are a
+    subset of another's does not take that one's rows); identical configurations are refused."""
+    base = {**BASE, "network": {"width": 50}, "training": {"iters": 200, "loss_tol": 1e-10}}
+    data = {"sweep": {"name": "methods", "trials": 2, "record": ["iterations", "step"]}, "base": base,
+            "grid": [{"method.method": ["gd"], "method.step": [0.5, 1.0]},
+                     {"method.method": ["gd", "heavy-ball"]},
+                     {"method.method": ["heavy-ball"], "method.momentum": [0.5]}]}
+    sweep = Sweep.from_dict(data)
+    assert dict(sweep.axes) == {"method.method": ("gd", "heavy-ball"), "method.step": (0.5, 1.0, ""),
+                                "method.momentum": (0.5, "")}
+    paths = run_sweep(sweep, tmp_path)
+    rows = _table(paths["table"])
+    assert list(rows[0])[:5] == ["method.method", "method.step", "method.momentum", "trial", "seed"]
+    assert [(r["method.method"], r["method.step"], r["method.momentum"]) for r in rows[::2]] == [
+        ("gd", "0.5", ""), ("gd", "1.0", ""), ("gd", "", ""), ("heavy-ball", "", ""), ("heavy-ball", "", "0.5")]
+    expected = solve(RunConfig.build({**base, "method": {"method": "heavy-ball", "momentum": 0.5},
+                                      "run": {"seed": 0, "runs": 2}})).metrics["runs"]
+    assert [int(r["iterations"]) for r in rows[8:]] == [run["iterations"] for run in expected]
+    summary = _table(paths["summary"])
+    assert [int(r["trials"]) for r in summary] == [2] * 5
+    auto_gd = next(r for r in summary if r["method.method"] == "gd" and r["method.step"] == "")
+    assert float(auto_gd["iterations_mean"]) == pytest.approx(np.mean([int(r["iterations"]) for r in rows[4:6]]))
+    assert float(auto_gd["step_mean"]) != 0.5 and float(auto_gd["step_mean"]) != 1.0
+    read_rows, arrays = finished_results(sweep, tmp_path)
+    assert [(r["method.step"], r["iterations"]) for r in read_rows] == [
+        (float(r["method.step"]) if r["method.step"] else "", int(r["iterations"])) for r in rows] and arrays == {}
+    with pytest.raises(ValueError, match=r"unfinished cell\(s\) method.method=gd"):
+        finished_results(sweep, tmp_path / "elsewhere")
+    twice = {**data, "grid": [{"method.method": ["gd"], "method.step": ["auto"]}, {"method.method": ["gd"]}]}
+    with pytest.raises(ConfigError, match="cells method.method = gd, method.step = auto and method.method = gd have "
+                                          "the same configuration"):
+        run_sweep(Sweep.from_dict(twice), tmp_path / "twice")
+    with pytest.raises(ConfigError, match=r"\[plot\] x must be an axis of every \[\[grid\]\] block \(method.method\)"):
+        Sweep.from_dict({**data, "plot": {"x": "method.step", "y": "method.method", "value": "iterations"}})
 
 
 def test_a_changed_sweep_is_refused_in_the_same_folder_but_the_plot_may_change(tmp_path):
@@ -143,7 +179,7 @@ def test_a_changed_sweep_is_refused_in_the_same_folder_but_the_plot_may_change(t
     ({"grid__network.d": []}, r"non-empty list"),
     ({"grid__operator.m": None, "grid__network.width": None}, r"\[grid\] is empty: a sweep needs at least one axis"),
     ({"grid__network.d": [4, 4]}, r"lists a value twice"),
-    ({"plot__x": "network.width", "plot__y": "operator.n", "plot__value": "converged"}, r"\[plot\] y must be a grid axis"),
+    ({"plot__x": "network.width", "plot__y": "operator.n", "plot__value": "converged"}, r"\[plot\] y must be an axis of every \[\[grid\]\] block"),
     ({"plot__x": "network.width", "plot__y": "operator.m", "plot__value": "psnr"}, r"value must be a recorded output"),
     ({"plot__x": "network.width", "plot__y": "operator.m", "plot__value": "converged", "plot__statistic": "mode"},
      r"statistic must be one of mean"),

@@ -16,11 +16,13 @@ a power-iteration estimate of L, for the steps of gd, heavy ball and Nesterov):
   the largest stable step, but with α = 2√μ not small against √L it gives a smaller one;
 - Adam: learning rate 1e-2, the usual DIP setting.
 
-The inertial schemes take one α, β and h for the whole batch (the smallest μ and the largest L over
-its runs): their runs, unlike gd's, depend on the batch they are trained in.
+- heavy ball and Nesterov with ``momentum = auto``: the textbook tunings for a quadratic with
+  spectrum [μ, L] (:func:`polyak_heavy_ball`, :func:`nesterov_momentum`); the step, if ``auto``
+  too, is the tuning's own (Polyak's 4/(√L + √μ)², Nesterov's 1/L).
 
-:func:`polyak_heavy_ball` and :func:`nesterov_momentum` are the textbook tunings for a quadratic
-with spectrum [μ, L], used by the inertia experiment beside the ``auto`` rules.
+The inertial schemes, and heavy ball and Nesterov with ``momentum = auto``, take one value for the
+whole batch (the smallest μ and the largest L over its runs): their runs, unlike gd's, depend on the
+batch they are trained in (a sweep with ``batch = 1`` tunes every trial on its own spectrum).
 """
 from __future__ import annotations
 
@@ -125,6 +127,20 @@ RULES: dict[str, dict[str, Rule]] = {  # method → option → its auto rule
     "nesterov": {"step": GD_STEP_RULE},
     "adam": {"step": Rule(lambda s, _: ADAM_LEARNING_RATE, "auto: 1e-2, the usual DIP learning rate")},
 }
+_TEXTBOOK = "for a quadratic with spectrum [mu, L] of A J J^T A^T at theta_0 (a heuristic for the DIP)"
+#: the rules of ``momentum = auto``, which replace the step rule too
+TEXTBOOK_RULES: dict[str, dict[str, Rule]] = {
+    "heavy-ball": {
+        "momentum": Rule(lambda s, _: polyak_heavy_ball(*s.extremes)[1],
+                         f"auto: Polyak's ((1 - sqrt(q))/(1 + sqrt(q)))^2, q = mu/L, {_TEXTBOOK}"),
+        "step": Rule(lambda s, _: polyak_heavy_ball(*s.extremes)[0], f"auto: Polyak's 4/(sqrt(L) + sqrt(mu))^2, {_TEXTBOOK}"),
+    },
+    "nesterov": {
+        "momentum": Rule(lambda s, _: nesterov_momentum(*s.extremes)[1],
+                         f"auto: Nesterov's (1 - sqrt(q))/(1 + sqrt(q)), q = mu/L, {_TEXTBOOK}"),
+        "step": Rule(lambda s, _: nesterov_momentum(*s.extremes)[0], f"auto: Nesterov's 1/L, {_TEXTBOOK}"),
+    },
+}
 _ALPHA_RULE = Rule(lambda s, _: critical_damping(s.extremes[0]),
                    "auto: 2 sqrt(mu), mu = smallest non-zero eigenvalue of A J J^T A^T at theta_0 "
                    "(critical damping, a heuristic)")
@@ -143,7 +159,9 @@ STEP = Option("step", float, "auto",
               "Step γ (h for the inertial schemes, the learning rate for adam): a number, 'auto' (a heuristic, "
               "see docs) or, for gd, 'certified' (1/(2L), L a proven bound).",
               low=0, open_low=True, words=("auto", "certified"))
-MOMENTUM = Option("momentum", float, 0.9, "Momentum of heavy-ball and nesterov.", low=0, high=1, open_high=True)
+MOMENTUM = Option("momentum", float, 0.9, "Momentum of heavy-ball and nesterov; auto = the textbook tuning for the "
+                  "spectrum [μ, L] of A J Jᵀ Aᵀ at θ0, with its own step if the step is auto too.", low=0, high=1,
+                  open_high=True, words=("auto",))
 ALPHA = Option("alpha", float, "auto", "Viscous damping α; auto = 2√μ, μ = λ_min(A J Jᵀ Aᵀ) at θ0.", low=0,
                words=("auto",))
 BETA = Option("beta", float, None, "Hessian damping β; auto = 1/√L, L = λ_max(A J Jᵀ Aᵀ).", low=0, words=("auto",),
@@ -208,6 +226,11 @@ def build_method(settings: dict, problem: Problem, network: Network, step: float
         chosen.values["solver"] = solver
         method = GradientFlow(**solver) if name == "gradient-flow" else InertialFlow(alpha, beta, **solver)
         return method, chosen.values
+    if settings.get("momentum") == "auto":
+        rules = {**rules, **TEXTBOOK_RULES[name]}
+    if "momentum" in settings:
+        momentum = chosen.pick("momentum", settings["momentum"], rules.get("momentum"), spectrum,
+                               "default" if settings["momentum"] == MOMENTUM.default else "user")
     if step is not None:
         chosen.values["step"] = {"value": step, "rule": "certified: 1/(2L) per run, L an upper bound on B(theta_0, R)"}
     else:
@@ -215,9 +238,7 @@ def build_method(settings: dict, problem: Problem, network: Network, step: float
     if name == "gd":
         return GradientDescent(step), chosen.values
     if name in ("heavy-ball", "nesterov"):
-        default = settings["momentum"] == MOMENTUM.default
-        chosen.values["momentum"] = {"value": settings["momentum"], "rule": "default" if default else "user"}
-        return (HeavyBall if name == "heavy-ball" else Nesterov)(step, settings["momentum"]), chosen.values
+        return (HeavyBall if name == "heavy-ball" else Nesterov)(step, momentum), chosen.values
     if name == "adam":
         return Adam(step), chosen.values
     if settings["adaptive_step"]:

@@ -11,6 +11,8 @@ This is what ``dipcert solve`` runs; it is usable from Python as well::
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -54,6 +56,7 @@ class SolveOutcome:
     noise_level: NoiseLevel | None = None  # σ as the stopping rule had it
     notes: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    wall_seconds: float = math.nan  # the whole solve: building, spectra, certificate, training
 
 
 # ------------------------------------------------------------------------------- before any work
@@ -255,6 +258,7 @@ def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None
     """Build and train the run of ``config``; ``callback(τ, loss)`` may return True to interrupt;
     the iterates at the iterations ``snapshot_at`` are kept (``outcome.result.snapshots``)."""
     check_before_work(config)
+    start = time.perf_counter()
     notes: list[str] = []
     problem, truth = build_problem(config, notes)
     loss = build_loss(config)
@@ -273,6 +277,7 @@ def solve(config: RunConfig, callback: Callable[[int, torch.Tensor], bool | None
     outcome = SolveOutcome(config, problem, network, loss, result, step, chosen, truth, certificate, no_certificate,
                            rule_name, level, notes)
     outcome.metrics = compute_metrics(outcome)
+    outcome.wall_seconds = time.perf_counter() - start
     return outcome
 
 

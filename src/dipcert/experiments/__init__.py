@@ -1,18 +1,16 @@
 """Reproductions of the paper's figures, run by :func:`reproduce`.
 
-A figure is either a sweep file shipped in ``sweeps/`` (fig1, fig2 and the image figures: its
-module provides ``load(scale)``, the :class:`~.sweep.Sweep`; ``run_group``/``group_of``, which run
-groups of its cells at once and keep what the figures draw; and a ``plot(sweep, rows, arrays,
-path)`` per figure, which draws it from the sweep's table and returns its summary), or a module with
-a ``Config`` dataclass with ``at_scale("quick" | "paper")``, ``cells(config)``, ``group_of(cell)``,
-``run_group(config, cells)``, ``summary(config, rows)`` and ``manifest(config)`` (inertia); an
-:class:`Experiment` adds which cells it needs and how to plot them.
-Plotting only reads recorded results. Experiments of one module share their finished cells (fig3b
-and fig4 are the same run).
+Every figure is one or more sweep files shipped in ``sweeps/``. Its module provides ``load(scale)``,
+the :class:`~.sweep.Sweep` (or a tuple of them, run in turn: the inertia experiment's image and
+Gaussian problems); ``run_group``/``group_of``, which run groups of its cells and keep what the
+figures draw (fig1 batches every m of a width); and a ``plot`` per figure, which draws it from the
+sweeps' tables and arrays and returns its summary: ``plot(sweep, rows, arrays, path)``, or with
+several sweeps ``plot(sweeps, [(rows, arrays) of each earlier sweep], rows, arrays, path)``. An
+:class:`Experiment` adds which cells it needs. Plotting only reads recorded results. Experiments of
+one module share their finished cells (fig3b and fig4 are the same run).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,9 +19,9 @@ from typing import Callable
 
 from ..components import SCALE
 from . import fig1, fig2, images, inertia
-from .engine import Cell, ResultStore, run_grid
+from .engine import Cell
 from .executors import DaskExecutor, InProcess
-from .sweep import run_sweep
+from .sweep import finished_results, run_sweep
 
 
 @dataclass(frozen=True)
@@ -69,24 +67,13 @@ def reproduce(
         raise ValueError(f"unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
     experiment = EXPERIMENTS[name]
     module = experiment.module
-    if hasattr(module, "load"):  # a sweep file
-        sweep = module.load(scale)
-        paths = run_sweep(sweep, out_dir, fresh=fresh, executor=executor, on_group=on_group, on_notice=on_notice,
-                          figure=partial(experiment.plot, sweep), runner=(module.run_group, module.group_of),
-                          keep=experiment.keep, table=name)
-        return {key: paths[key] for key in ("table", "manifest", "figure")}
-    config = module.Config.at_scale(scale)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store_name = module.__name__.rsplit(".", 1)[-1]
-    store = ResultStore(out, store_name, {"scale": scale, **module.manifest(config)}, fresh=fresh)
-    start = time.perf_counter()
-    grid = [cell for cell in module.cells(config) if experiment.keep(cell)]
-    rows = run_grid(store, grid, partial(module.run_group, config), module.group_of, on_group, table=name,
-                    executor=executor, cost=getattr(module, "cost", None), on_notice=on_notice)
-    arrays = {cell.key: store.read_arrays(cell) for cell in grid if store.has_arrays(cell)}
-    figure = out / f"{name}.png"
-    experiment.plot(config, rows, arrays, figure)
-    manifest = store.write_manifest(len(grid), len(rows), time.perf_counter() - start,
-                                    {"summary": module.summary(config, rows)}, table=name)
-    return {"table": store.table_path(name), "manifest": manifest, "figure": figure}
+    loaded = module.load(scale)
+    *earlier, sweep = loaded if isinstance(loaded, tuple) else (loaded,)
+    options = dict(fresh=fresh, executor=executor, on_group=on_group, on_notice=on_notice,
+                   runner=(module.run_group, module.group_of))
+    for other in earlier:  # their tables beside, their results read back for the figure
+        run_sweep(other, out_dir, **options)
+    figure = (partial(experiment.plot, loaded, [finished_results(other, out_dir) for other in earlier])
+              if earlier else partial(experiment.plot, sweep))
+    paths = run_sweep(sweep, out_dir, figure=figure, keep=experiment.keep, table=name, **options)
+    return {key: paths[key] for key in ("table", "manifest", "figure")}

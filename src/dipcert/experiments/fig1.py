@@ -95,7 +95,7 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
             values = {"converged": result.status[b] == "converged", "final_loss": float(result.final_loss[b]),
                       "iterations": int(result.iterations[b]), "status": result.status[b], "step": float(steps[b]),
                       **{name: bool(c.holds[t]) for name, c in zip(FORM_OUTPUTS, certificates)}}
-            rows.append({**dict(cell.coords), "trial": t, "seed": seeds[t], **{r: values[r] for r in sweep.record}})
+            rows.append({**sweep.coordinates(cell), "trial": t, "seed": seeds[t], **{r: values[r] for r in sweep.record}})
         out[cell.key] = CellResult(rows)
     per_trial = (time.perf_counter() - start) / (len(group) * len(seeds))
     for result_rows in out.values():

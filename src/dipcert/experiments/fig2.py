@@ -84,7 +84,7 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
             b = i * len(seeds) + t
             values = {"converged": result.status[b] == "converged", "final_loss": float(result.final_loss[b]),
                       "iterations": int(result.iterations[b]), "status": result.status[b], "step": float(steps[b])}
-            rows.append({**dict(cell.coords), "trial": t, "seed": seed, **{r: values[r] for r in sweep.record},
+            rows.append({**sweep.coordinates(cell), "trial": t, "seed": seed, **{r: values[r] for r in sweep.record},
                          "seconds": per_trial})
         out[cell.key] = CellResult(rows)
     return out

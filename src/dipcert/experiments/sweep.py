@@ -31,9 +31,12 @@ A sweep file has these tables::
     value = "converged"
     statistic = "mean"          # over a cell's trials: mean, median, min, max, std
 
-A grid may also be a list of blocks (``[[grid]]`` tables with the same axes): the cells are each
-block's product in turn, e.g. a coarse grid and a finer or cheaper extension of it; no cell may be in
-two blocks.
+A grid may also be a list of blocks (``[[grid]]`` tables): the cells are each block's product in
+turn, e.g. a coarse grid and a finer or cheaper extension of it, or methods that take different
+options (a block of gd steps, a block of inertial dampings). Blocks may list different axes: the
+table has a column per axis of any block, empty where a cell's block does not set it (the cell then
+has the [base] value or the default). No two cells may have the same configuration. The [plot]'s x
+and y must be axes of every block.
 
 A cell is one run configuration (``base`` with the cell's grid values, ``run.runs = trials``); it
 runs as ``dipcert solve`` would, in batches of at most ``batch`` trials, and each of its trials is one
@@ -50,6 +53,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import textwrap
 import time
 import tomllib
 from dataclasses import dataclass
@@ -72,6 +76,7 @@ STATISTICS: dict[str, Callable[[list[float]], float]] = {
     "std": lambda values: statistics.pstdev(values) if len(values) > 1 else 0.0,
 }
 MAX_PANELS = 12
+UNSET = ""  # a cell's value on an axis its block does not set (the table's empty field)
 _SEEDED = ("run.seed", "run.runs")  # the sweep's own: [sweep] seed, seeds and trials
 
 
@@ -214,16 +219,14 @@ class Sweep:
             raise ConfigError("[base] must hold sections of a run configuration ([base.operator], ...)")
         grid = data.get("grid", {})
         blocks = tuple(_axes(block) for block in (grid if isinstance(grid, list) else [grid]))
-        if any([key for key, _ in block] != [key for key, _ in blocks[0]] for block in blocks):
-            raise ConfigError("[[grid]] blocks must list the same axes, in the same order: "
-                              + "; ".join(", ".join(key for key, _ in block) for block in blocks))
         for section, options in base.items():
             for option in options:
                 if f"{section}.{option}" in _SEEDED:
                     raise ConfigError(f"[base.{section}] {option}: seeds and trials belong to [sweep] (seed, seeds, "
                                       "trials)")
+        in_every_block = [key for key, _ in blocks[0] if all(key in dict(block) for block in blocks)]
         sweep = cls(name, base, blocks, trials, batch, seed, seeds, tuple(record),
-                    _plot(data.get("plot"), [key for key, _ in blocks[0]], record))
+                    _plot(data.get("plot"), in_every_block, record))
         keys = [cell.key for cell in sweep.cells()]
         if len(set(keys)) != len(keys):
             twice = next(key for key in keys if keys.count(key) > 1)
@@ -233,13 +236,22 @@ class Sweep:
 
     @property
     def axes(self) -> tuple[tuple[str, tuple], ...]:
-        """Each axis with its values over every block, in order of first appearance."""
-        names = [key for key, _ in self.blocks[0]]
-        values: dict[str, dict[str, Any]] = {key: {} for key in names}
+        """Each axis of any block with its values over every block, in order of first appearance;
+        an axis that some block does not set also has the value ``UNSET``."""
+        values: dict[str, dict[str, Any]] = {}
         for block in self.blocks:
             for key, axis in block:
-                values[key].update({dumps(v): v for v in axis if dumps(v) not in values[key]})
-        return tuple((key, tuple(values[key].values())) for key in names)
+                values.setdefault(key, {}).update({dumps(v): v for v in axis if dumps(v) not in values.get(key, {})})
+        for key in values:
+            if not all(key in dict(block) for block in self.blocks):
+                values[key][dumps(UNSET)] = UNSET
+        return tuple((key, tuple(axis.values())) for key, axis in values.items())
+
+    def coordinates(self, cell: Cell) -> dict[str, Any]:
+        """The cell's value on every axis of the sweep (``UNSET`` where its block does not set one):
+        the first columns of its rows."""
+        own = dict(cell.coords)
+        return {key: own.get(key, UNSET) for key, _ in self.axes}
 
     def cells(self) -> list[Cell]:
         """The cells of every block, block by block, each block the product of its axes."""
@@ -287,6 +299,13 @@ class Sweep:
                     raise ConfigError(f"[sweep] record: {name} needs the two-layer network and the MSE loss; cell "
                                       f"{_label(cell)} has {config.network.name} and {config.loss.name}")
             configs.append(config)
+        seen: dict[str, Cell] = {}
+        for cell, config in zip(self.cells(), configs):
+            text = dumps({**config.to_dict(), "run": {**config.to_dict()["run"], "seed": 0}})
+            if text in seen:
+                raise ConfigError(f"cells {_label(seen[text])} and {_label(cell)} have the same configuration: "
+                                  "drop one of them from the grid")
+            seen[text] = cell
         return configs
 
     def stamp(self) -> dict:
@@ -368,7 +387,7 @@ def _plot(table: Any, axes: list[str], record: list[str]) -> PlotSpec | None:
         raise ConfigError(f"[plot] kind must be one of {', '.join(PLOT_KINDS)}, got {kind!r}")
     for key in ("x", "y"):
         if table.get(key) not in axes:
-            raise ConfigError(f"[plot] {key} must be a grid axis ({', '.join(axes)}), "
+            raise ConfigError(f"[plot] {key} must be an axis of every [[grid]] block ({', '.join(axes)}), "
                               f"got {table.get(key)!r}")
     if table["x"] == table["y"]:
         raise ConfigError("[plot] x and y must be two different grid axes")
@@ -404,14 +423,16 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
 
 def cell_rows(sweep: Sweep, cell: Cell, outcome, first: int = 0) -> list[Row]:
     """The rows of the trials ``first``, ``first + 1``, … that ``outcome`` (a :func:`~dipcert.solve.solve`
-    of them) computed: the cell's grid values, trial, seed, the recorded outputs, seconds."""
-    per_trial = outcome.result.seconds / len(outcome.metrics["runs"])
+    of them) computed: the cell's grid values, trial, seed, the recorded outputs, and the seconds of
+    the whole solve (certificates included) per trial."""
+    start = time.perf_counter()
     by_form = _verdicts_by_form(outcome) if any(OUTPUTS[n].needs == "forms" for n in sweep.record) else None
+    per_trial = (outcome.wall_seconds + time.perf_counter() - start) / len(outcome.metrics["runs"])
     rows = []
     for t, run in enumerate(outcome.metrics["runs"], start=first):
         if by_form is not None:
             run = {**run, "forms": {form: bool(holds[t - first]) for form, holds in by_form.items()}}
-        row: Row = {key: value for key, value in cell.coords}
+        row: Row = sweep.coordinates(cell)
         row.update(trial=t, seed=run["seed"])
         for name in sweep.record:
             row[name] = OUTPUTS[name].read(run)
@@ -446,8 +467,9 @@ def summary_rows(sweep: Sweep, rows: list[Row], cells: list[Cell] | None = None)
     out = []
     names = [key for key, _ in sweep.axes]
     for cell in cells if cells is not None else sweep.cells():
-        mine = [r for r in rows if all(_same(r[key], value) for key, value in cell.coords)]
-        row: Row = {key: cell[key] for key in names}
+        where = sweep.coordinates(cell)
+        mine = [r for r in rows if all(_same(r[key], value) for key, value in where.items())]
+        row: Row = {key: where[key] for key in names}
         row["trials"] = len(mine)
         for name in sweep.record:
             values = _numbers(mine, name)
@@ -552,17 +574,20 @@ def plot(sweep: Sweep, rows: list[Row], path: Path) -> None:
         ax.set_visible(False)
     if spec.kind == "heatmap" and image is not None:
         bar = fig.colorbar(image, ax=grid.ravel().tolist(), fraction=0.03, pad=0.02)
-        bar.set_label(label, fontsize=9)
+        bar.set_label(textwrap.fill(label, 45), fontsize=9)
     else:
         for ax in grid[:, 0]:
-            ax.set_ylabel(label if lines == 1 else spec.value, fontsize=9)
+            ax.set_ylabel(textwrap.fill(label, 40) if lines == 1 else spec.value, fontsize=9)
         handles, labels = grid.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5), fontsize=8, frameon=False)
-    fig.suptitle(spec.title or f"{sweep.name}: {label}", fontsize=10)
+    width_inches = fig.get_size_inches()[0]  # about 12 characters an inch at this size
+    fig.suptitle(textwrap.fill(spec.title or f"{sweep.name}: {label}", int(12 * width_inches)), fontsize=10)
     save_figure(fig, path, tight=False)
 
 
 def _tick(value: Any) -> str:
+    if value is UNSET:
+        return "(not set)"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
@@ -646,6 +671,18 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, fresh: bool = False,
              "configurations": {cell.key: config.to_dict() for cell, config in chosen}}
     paths["manifest"] = store.write_manifest(len(grid), len(rows), seconds, extra, table=name)
     return paths
+
+
+def finished_results(sweep: Sweep, out_dir: str | Path) -> tuple[list[Row], dict[str, dict[str, np.ndarray]]]:
+    """The rows and the arrays (by cell key) of ``sweep`` as :func:`run_sweep` left them in ``out_dir``,
+    every cell finished."""
+    store = ResultStore(Path(out_dir), sweep.name, sweep.stamp())
+    cells = sweep.cells()
+    unfinished = [cell.key for cell in cells if store.check(cell) is not None]
+    if unfinished:
+        raise ValueError(f"{store.cell_dir}: unfinished cell(s) {', '.join(unfinished)}")
+    return ([row for cell in cells for row in store.read(cell)],
+            {cell.key: store.read_arrays(cell) for cell in cells if store.has_arrays(cell)})
 
 
 __all__ = ["OUTPUTS", "PlotSpec", "Sweep", "run_sweep", "summary_rows"]
