@@ -42,7 +42,9 @@ A cell is one run configuration (``base`` with the cell's grid values, ``run.run
 runs as ``dipcert solve`` would, in batches of at most ``batch`` trials, and each of its trials is one
 row. A trial's seed does not depend on the batch it is trained in, nor do its step (gd, heavy ball,
 Nesterov: one per run) and certificate, so ``batch`` bounds memory without changing what a trial
-computes (up to the last bits of batched arithmetic). Every cell's configuration is
+computes (up to the last bits of batched arithmetic). The exceptions are the ``auto`` values that
+are one per batch (the inertial schemes' α, β, h; ``momentum = auto``): there ``batch = 1`` tunes
+each trial on its own. Every cell's configuration is
 built and checked (options, combination, memory) before any work, so a bad value is refused with
 the cell that holds it. Seeds belong to cells, never to the executor that runs them: the same file
 gives the same table in-process, on a local cluster and through a scheduler. Grid axes beyond the
