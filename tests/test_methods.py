@@ -844,3 +844,17 @@ def test_momentum_auto_is_the_textbook_tuning_and_reaches_its_rate_on_a_quadrati
         gap = theta0 - theta_star
         bound = (1 - root) ** np.arange(T + 1) * (loss[0] + mu / 2 * gap @ gap)
         assert np.all(loss <= bound * (1 + 1e-9))
+
+
+def test_gauss_newton_mu_is_the_smallest_non_zero_eigenvalue_when_the_jacobian_is_rank_deficient():
+    """With p < n parameters (an under-parametrized generator), A J_g(θ_0) has rank p < m: μ is
+    the smallest non-zero eigenvalue of the dense A M Mᵀ Aᵀ, not its zero, so α = 2√μ keeps its
+    damping; L is the largest."""
+    from dipcert.steps import gauss_newton_extremes
+
+    q = Quadratic(batch=2)  # n = p + 1 = m: A M has rank p
+    eigenvalues = np.linalg.eigvalsh(q.A @ q.M @ q.M.T @ q.A.T)
+    assert eigenvalues[0] < 1e-12 * eigenvalues[-1]  # the zero
+    mu, L = gauss_newton_extremes(q.problem(), q.network())
+    np.testing.assert_allclose(mu.numpy(), eigenvalues[1], rtol=1e-9)
+    np.testing.assert_allclose(L.numpy(), eigenvalues[-1], rtol=1e-9)

@@ -50,14 +50,20 @@ def auto_steps(problem: Problem, network: Network) -> Tensor:
     return 1.0 / gauss_newton_sqnorm(problem, network)
 
 
+#: eigenvalues of A J Jᵀ Aᵀ at most this × the largest count as zero (float64 rounding is ~1e-16)
+RANK_TOLERANCE = 1e-12
+
+
 def gauss_newton_extremes(problem: Problem, network: Network) -> tuple[Tensor, Tensor]:
     """(μ, L): the smallest non-zero and the largest eigenvalue of A J_g(θ_0) J_g(θ_0)ᵀ Aᵀ per run,
     exactly (float64 eigensolver on the m×m matrix, built from the n×n Gram matrix of J_g(θ_0)).
 
-    The matrix has rank at most min(m, n); μ is its min(m, n)-th largest eigenvalue (0 only when
-    A J_g(θ_0) is rank deficient). In the linearized dynamics μ is the slowest rate of the residual
-    in the range of A J_g(θ_0) (theory.md §4.1): it sets the critically damped viscosity α = 2√μ,
-    and L the stable steps. Costs O(n²k + m²n) for the two-layer net.
+    μ is the smallest eigenvalue above :data:`RANK_TOLERANCE` × L (0 only when the matrix is 0).
+    The matrix has rank at most min(m, n, number of parameters): an under-parametrized generator
+    (the deep decoder) has zero eigenvalues beside the min(m, n) of the two-layer net. In the
+    linearized dynamics μ is the slowest rate of the residual in the range of A J_g(θ_0), the part
+    training can reduce (theory.md §4.1): it sets the critically damped viscosity α = 2√μ, and L the
+    stable steps. Costs O(n²k + m²n) for the two-layer net.
     """
     from .certify import jacobian_gram
 
@@ -65,6 +71,8 @@ def gauss_newton_extremes(problem: Problem, network: Network) -> tuple[Tensor, T
     gram = jacobian_gram(network)  # (batch, n, n), symmetric
     AG = op.forward_flat(gram.transpose(0, 1)).permute(1, 2, 0)  # (batch, m, n) = A G
     AGA = op.forward_flat(AG.transpose(0, 1)).permute(1, 2, 0)  # (batch, m, m) = A G Aᵀ
-    eig = torch.linalg.eigvalsh((AGA + AGA.transpose(1, 2)) / 2)
-    rank = min(problem.m, problem.n)
-    return eig[:, problem.m - rank].clamp_min(0), eig[:, -1]
+    eig = torch.linalg.eigvalsh((AGA + AGA.transpose(1, 2)) / 2)  # ascending
+    L = eig[:, -1]
+    above = eig > RANK_TOLERANCE * L[:, None]
+    mu = torch.where(above, eig, torch.inf).min(dim=1).values
+    return torch.where(above.any(dim=1), mu, torch.zeros_like(mu)), L
