@@ -59,8 +59,8 @@ def gauss_newton_extremes(problem: Problem, network: Network) -> tuple[Tensor, T
     exactly (float64 eigensolver on the m×m matrix, built from the n×n Gram matrix of J_g(θ_0)).
 
     μ is the smallest eigenvalue above :data:`RANK_TOLERANCE` × L (0 only when the matrix is 0).
-    The matrix has rank at most min(m, n, number of parameters): an under-parametrized generator
-    (the deep decoder) has zero eigenvalues beside the min(m, n) of the two-layer net. In the
+    The matrix has rank at most min(m, n, number of parameters): a generator with fewer
+    parameters than pixels has zero eigenvalues beside those of a rank-deficient A. In the
     linearized dynamics μ is the slowest rate of the residual in the range of A J_g(θ_0), the part
     training can reduce (theory.md §4.1): it sets the critically damped viscosity α = 2√μ, and L the
     stable steps. Costs O(n²k + m²n) for the two-layer net.
