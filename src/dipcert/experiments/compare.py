@@ -27,6 +27,7 @@ import math
 import re
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -232,7 +233,7 @@ def summary(config: Config, rows: list[dict]) -> dict:
     out = {}
     for (size, task), group in sorted(_by(rows, ("size", "task")).items(), key=lambda item: _task_order(*item[0])):
         table = []
-        for label, results in _by([r for r in group if r["status"] == "ok"], ("label",), method_label).items():
+        for label, results in _by([r for r in group if r["status"] == "ok"], lambda r: (method_label(r),)).items():
             table.append({"method": label[0], "psnr": _mean([r["psnr"] for r in results]),
                           "ssim": _mean([r["ssim"] for r in results]), "seconds": _mean([r["seconds"] for r in results]),
                           "cases": len(results), "oracle": results[0]["rule"] == "oracle",
@@ -261,11 +262,13 @@ def dip_gaps(rows: list[dict]) -> dict[str, float]:
     return {label: _mean(values) for label, values in gaps.items()}
 
 
-def _by(rows: list[dict], keys: tuple[str, ...], label: Callable[[dict], str] | None = None) -> dict:
+def _by(rows: list[dict], key: tuple[str, ...] | Callable[[dict], tuple]) -> dict[tuple, list[dict]]:
+    """``rows`` grouped by the values of the columns ``key``, or by what ``key(row)`` returns, in
+    order of first appearance."""
+    of = key if callable(key) else lambda r: tuple(r[k] for k in key)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (label(r),) if label is not None else tuple(r[k] for k in keys)
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(of(r), []).append(r)
     return groups
 
 
@@ -329,15 +332,10 @@ def certificates(rows: list[dict]) -> list[str]:
              "(a lower bound on the PSNR), beside the PSNR measured.", "",
              "| task | size | method (rule) | a-priori verdict (runs) | a-posteriori guarantee | measured PSNR |",
              "|---|---|---|---|---|---|"]
-    groups: dict[tuple, list[dict]] = {}
-    for r in dip_rows:
-        groups.setdefault((r["size"], r["task"], method_label(r)), []).append(r)
+    groups = _by(dip_rows, lambda r: (r["size"], r["task"], method_label(r)))
     for size, task, label in sorted(groups, key=lambda key: (*_task_order(key[0], key[1]), key[2])):
         group = groups[size, task, label]
-        verdicts: dict[str, int] = {}
-        for r in group:
-            head = verdict_head(r["certificate"])
-            verdicts[head] = verdicts.get(head, 0) + 1
+        verdicts = Counter(verdict_head(r["certificate"]) for r in group)
         verdict_text = "; ".join(f"{head} ({count}/{len(group)})" for head, count in verdicts.items())
         ratios = [float(a) / float(b) for r in group for a, b in _STEP_OVER_1_L.findall(r["certificate"])]
         if ratios:

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from ..report import save_figure
-from ..solve import solve
 from .engine import Cell, CellResult, Row
-from .sweep import Sweep, cell_rows
+from .sweep import Sweep
+from .sweep import run_group as run_cells
 
 TITLE = "Inertia: DIN ODE, inertial schemes, gradient descent and gradient flow"
 SWEEP_FILES = (Path(__file__).parent / "sweeps" / "inertia-image.toml",
@@ -68,16 +68,7 @@ def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
     """Each cell solved, batch by batch, as the sweep's own runner solves it, with every trial's
     curves: ``T|loss``, ``T|evaluations``, ``T|time`` (t = τγ for gd), ``T|error`` and, where the run
     has a certificate, ``T|error_bound_a_posteriori`` (T the trial)."""
-    cells = sweep.cells()
-    out = {}
-    for cell in group:
-        rows, arrays = [], {}
-        for first, runs in sweep.batches():
-            outcome = solve(sweep.run_config(cell, cells.index(cell), first, runs))
-            rows += cell_rows(sweep, cell, outcome, first)
-            arrays.update(_curves(outcome, first))
-        out[cell.key] = CellResult(rows, arrays)
-    return out
+    return run_cells(sweep, group, keep=_curves)
 
 
 def _curves(outcome, first: int) -> dict[str, np.ndarray]:

@@ -303,7 +303,8 @@ class Sweep:
             configs.append(config)
         seen: dict[str, Cell] = {}
         for cell, config in zip(self.cells(), configs):
-            text = dumps({**config.to_dict(), "run": {**config.to_dict()["run"], "seed": 0}})
+            resolved = config.to_dict()
+            text = dumps({**resolved, "run": {**resolved["run"], "seed": 0}})
             if text in seen:
                 raise ConfigError(f"cells {_label(seen[text])} and {_label(cell)} have the same configuration: "
                                   "drop one of them from the grid")
@@ -408,18 +409,22 @@ def _label(cell: Cell) -> str:
 
 
 # ----------------------------------------------------------------------------------------- cells
-def run_group(sweep: Sweep, group: list[Cell]) -> dict[str, CellResult]:
-    """Solve each cell of ``group``, batch by batch (:meth:`Sweep.batches`); one row per trial."""
+def run_group(sweep: Sweep, group: list[Cell],
+              keep: Callable[[Any, int], dict[str, np.ndarray]] | None = None) -> dict[str, CellResult]:
+    """Solve each cell of ``group``, batch by batch (:meth:`Sweep.batches`); one row per trial, and
+    the arrays ``keep(outcome, first)`` takes from each batch's solve (its first trial ``first``)."""
     from ..solve import solve
 
     cells = sweep.cells()
     out = {}
     for cell in group:
-        rows = []
+        rows, arrays = [], {}
         for first, runs in sweep.batches():
             outcome = solve(sweep.run_config(cell, cells.index(cell), first, runs))
             rows += cell_rows(sweep, cell, outcome, first)
-        out[cell.key] = CellResult(rows)
+            if keep is not None:
+                arrays.update(keep(outcome, first))
+        out[cell.key] = CellResult(rows, arrays)
     return out
 
 
